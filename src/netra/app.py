@@ -1,0 +1,75 @@
+"""The composition root: Config in, aiohttp Application out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aiohttp import WSCloseCode, web
+from aiortc import RTCIceServer
+
+from netra.config import Config
+from netra.media import aiortc_private
+from netra.rooms.registry import RoomRegistry
+from netra.services import SERVICES, Services
+from netra.signaling.endpoint import websocket
+
+logger = logging.getLogger("netra")
+
+STATIC = Path(__file__).parent / "static"
+
+def _page(name: str):  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+def create_app(config: Config) -> web.Application:
+    aiortc_private.check()
+    if config.candidate_addresses:
+        aiortc_private.offer_host_addresses(config.candidate_addresses)
+    services = Services(
+        config=config,
+        rooms=RoomRegistry(),
+        ice_servers=[
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in config.ice_servers
+        ],
+    )
+    app = web.Application()
+    app[SERVICES] = services
+    app.add_routes(
+        [
+            web.get("/", _page("home.html")),
+            web.get("/stream/{room}", _page("streamer.html")),
+            web.get("/watch/{room}", _page("viewer.html")),
+            web.get("/ws", websocket),
+            web.static("/static", STATIC),
+        ]
+    )
+    app.on_shutdown.append(_close_sessions)
+    return app
+
+
+async def _close_sessions(app: web.Application) -> None:
+    """Close every signaling socket so that each session leaves its room and closes its
+    peer connections before the loop stops."""
+    sockets = list(app[SERVICES].sockets)
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
+        return_exceptions=True,
+    )
+
+
+def run(config: Config) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux
+        uvloop = None
+    if uvloop is not None:
+        uvloop.install()
+    shown = "localhost" if config.host in ("0.0.0.0", "::") else config.host
+    logger.info("Netra on http://%s:%d", shown, config.port)
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None)

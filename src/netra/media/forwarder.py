@@ -1,0 +1,94 @@
+"""The forwarding decisions, as pure functions on a small per-subscription state.
+
+A Subscription asks, for every packet of its Publication: drop it, or send it with which
+sequence number and timestamp? It asks again, for a viewer's NACK: which upstream packet is
+this? No I/O here, so every rule is unit-tested without a network (LiveKit's forwarder is the
+model: the forwarder decides, the down-track does).
+
+Sequence numbers: a viewer's stream starts at a random sequence number at its first start
+point (a keyframe for video, any packet for audio); after that the offset to upstream stays
+fixed, so upstream gaps stay gaps and a NACK maps straight back to the packet the publisher
+sent. Timestamps: a random offset for the life of the subscription, so the publisher's
+NTP-to-RTP mapping (its sender reports) carries over by adding the same offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEQ_MASK = 0xFFFF
+TS_MASK = 0xFFFFFFFF
+# Packets further behind the newest than this are too old to forward or retransmit: it keeps
+# "before our start" well defined across sequence-number wrap-around.
+WINDOW = 0x4000
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """True if sequence number `a` comes after `b` (RFC 3550 modular arithmetic)."""
+    return a != b and ((a - b) & SEQ_MASK) < 0x8000
+
+
+@dataclass(slots=True)
+class TrackRewrite:
+    """How one Publication's packets become one viewer's stream."""
+
+    ssrc: int
+    payload_type: int
+    ts_offset: int
+    next_out_seq: int
+    started: bool = False
+    seq_offset: int = 0
+    oldest_in_seq: int = 0  # packets before this are not ours to forward
+    newest_in_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rewritten:
+    sequence_number: int
+    timestamp: int
+
+
+def rewrite(state: TrackRewrite, in_seq: int, in_ts: int, can_start: bool) -> Rewritten | None:
+    """Decide one packet. `can_start`: the packet may begin a stream (keyframe start for
+    video; always for audio). Returns None to drop."""
+    if not state.started:
+        if not can_start:
+            return None
+        state.started = True
+        state.seq_offset = (state.next_out_seq - in_seq) & SEQ_MASK
+        state.oldest_in_seq = in_seq
+        state.newest_in_seq = in_seq
+    elif seq_newer(in_seq, state.newest_in_seq):
+        state.newest_in_seq = in_seq
+        if ((in_seq - state.oldest_in_seq) & SEQ_MASK) > WINDOW:
+            state.oldest_in_seq = (in_seq - WINDOW) & SEQ_MASK
+    elif seq_newer(state.oldest_in_seq, in_seq):
+        return None  # from before this viewer's start: it cannot decode it
+    return Rewritten(
+        sequence_number=(in_seq + state.seq_offset) & SEQ_MASK,
+        timestamp=(in_ts + state.ts_offset) & TS_MASK,
+    )
+
+
+def pause(state: TrackRewrite) -> None:
+    """Stop forwarding until the next start point, continuing the sequence without a gap
+    (a viewer that fell behind resumes at the next keyframe)."""
+    if state.started:
+        state.next_out_seq = (state.newest_in_seq + state.seq_offset + 1) & SEQ_MASK
+        state.started = False
+
+
+def upstream_seq(state: TrackRewrite, out_seq: int) -> int | None:
+    """The publisher's sequence number for a viewer's NACKed `out_seq`, or None when it is
+    not a packet this viewer was sent under the current mapping."""
+    if not state.started:
+        return None
+    in_seq = (out_seq - state.seq_offset) & SEQ_MASK
+    if seq_newer(in_seq, state.newest_in_seq) or seq_newer(state.oldest_in_seq, in_seq):
+        return None
+    return in_seq
+
+
+def viewer_rtp_timestamp(state: TrackRewrite, publisher_ts: int) -> int:
+    """A publisher RTP timestamp (e.g. from its sender report) in the viewer's timeline."""
+    return (publisher_ts + state.ts_offset) & TS_MASK

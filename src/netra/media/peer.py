@@ -1,0 +1,189 @@
+"""Peer: the server's end of one RTCPeerConnection, publishing or subscribing.
+
+A streamer's Peer accepts its offer and yields Publications; a viewer's Peer offers the
+Publications it subscribes to and accepts the viewer's answer. One negotiation at a time: the
+signaling session that owns a Peer calls it from its single loop. Closing is idempotent and
+closes the Peer's Subscriptions and Publications with it (docs/lifecycle.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.sdp import candidate_from_sdp
+
+from netra.errors import ProtocolError, UserError
+from netra.media import aiortc_private
+from netra.media.codecs import as_capability
+from netra.media.publication import Publication
+from netra.media.sdp import add_start_bitrate, announce_address
+from netra.media.subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+StateListener = Callable[["Peer", str], None]
+
+
+def negotiation_failed(reason: str) -> UserError:
+    return UserError(reason, code="negotiation-failed")
+
+
+class Peer:
+    def __init__(
+        self,
+        *,
+        ice_servers: Iterable[RTCIceServer],
+        connect_timeout: float,
+        announced_ip: str | None,
+        on_state: StateListener,
+    ) -> None:
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(
+                # Always explicit: with none, aiortc would query a public STUN server.
+                iceServers=list(ice_servers),
+                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            )
+        )
+        self.publications: list[Publication] = []
+        self.subscriptions: list[Subscription] = []
+        self.state = "new"
+        self.closed = False
+        self._announced_ip = announced_ip
+        self._on_state = on_state
+        self._held_candidates: list[object] = []
+        self._has_remote = False
+        self._connect_timer = asyncio.get_running_loop().call_later(
+            connect_timeout, self._on_connect_timeout
+        )
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    # --- publishing: the streamer offers ------------------------------------------------
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply a streamer's offer; return the answer to send. Creates the Publications."""
+        await self._set_remote(sdp, "offer")
+        transceivers = self.pc.getTransceivers()
+        kinds = Counter(t.kind for t in transceivers)
+        if any(n > 1 for n in kinds.values()) or not transceivers:
+            raise negotiation_failed("publish one audio and/or one video track")
+        for transceiver in transceivers:
+            aiortc_private.keep_first_codec(transceiver)
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        for transceiver in transceivers:
+            codecs = aiortc_private.negotiated_codecs(transceiver)
+            self.publications.append(Publication(transceiver.kind, codecs[0], transceiver.receiver))
+        await self._apply_held_candidates()
+        return add_start_bitrate(self._local_sdp())
+
+    # --- subscribing: the server offers to a viewer -------------------------------------
+
+    async def offer(self, publications: Iterable[Publication]) -> str:
+        for publication in publications:
+            transceiver = self.pc.addTransceiver(publication.kind, direction="sendonly")
+            transceiver.setCodecPreferences([as_capability(publication.codec)])
+            self.subscriptions.append(Subscription(publication, transceiver))
+        offer = await self.pc.createOffer()
+        await self.pc.setLocalDescription(offer)
+        return self._local_sdp()
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self._set_remote(sdp, "answer")
+        await self._apply_held_candidates()
+
+    # --- ICE ------------------------------------------------------------------------------
+
+    async def add_candidate(self, candidate: str | None, sdp_mid: str | None,
+                            sdp_mline_index: int | None) -> None:
+        """A trickled candidate (None: end-of-candidates), held until the remote
+        description it belongs to is set."""
+        if candidate:
+            try:
+                parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
+            except Exception:
+                raise ProtocolError(
+                    f"unparseable ICE candidate {candidate[:80]!r}", code="invalid-message"
+                ) from None
+            parsed.sdpMid = sdp_mid
+            parsed.sdpMLineIndex = sdp_mline_index if sdp_mid is None else None
+            if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+                parsed.sdpMLineIndex = 0
+            item: object = parsed
+        else:
+            item = None
+        if not self._has_remote:
+            self._held_candidates.append(item)
+            return
+        await self._add(item)
+
+    async def _add(self, item: object) -> None:
+        try:
+            await self.pc.addIceCandidate(item)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise ProtocolError(f"ICE candidate refused: {exc}", code="invalid-message") from None
+
+    async def _apply_held_candidates(self) -> None:
+        held, self._held_candidates = self._held_candidates, []
+        for item in held:
+            await self._add(item)
+
+    # --- internals ------------------------------------------------------------------------
+
+    async def _set_remote(self, sdp: str, kind: str) -> None:
+        if self.closed:
+            raise negotiation_failed("the peer connection is closed")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        except Exception as exc:  # aiortc raises ValueError, OperationError, AssertionError…
+            raise negotiation_failed(f"{kind} rejected: {exc or type(exc).__name__}") from None
+        self._has_remote = True
+
+    def _local_sdp(self) -> str:
+        sdp = self.pc.localDescription.sdp
+        if self._announced_ip:
+            sdp = announce_address(sdp, self._announced_ip)
+        return sdp
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if self.closed or state == self.state:
+            return
+        self.state = state
+        if state == "connected":
+            self._connect_timer.cancel()
+            for subscription in self.subscriptions:
+                subscription.activate()
+        self._on_state(self, state)
+
+    def _on_connect_timeout(self) -> None:
+        if not self.closed and self.state != "connected":
+            self.state = "failed"
+            self._on_state(self, "failed")
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._connect_timer.cancel()
+        for subscription in self.subscriptions:
+            subscription.close()
+        for publication in self.publications:
+            publication.close()
+        await self.pc.close()
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "publications": [p.snapshot() for p in self.publications],
+            "subscriptions": [s.snapshot() for s in self.subscriptions],
+        }

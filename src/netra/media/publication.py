@@ -1,0 +1,208 @@
+"""Publication: one track from the streamer, and its fan-out to Subscriptions.
+
+Per incoming packet the work is: detect a keyframe start once, serialize once per group of
+subscriptions that share payload type, MID and header-extension ids, remember that template
+for retransmissions, then let each subscription patch its sequence number, timestamp and SSRC
+in place and send. Nothing on this path awaits, logs or raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCRtpCodecParameters, RTCRtpReceiver
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpSrPacket, RtpPacket
+
+from netra.media import aiortc_private
+from netra.media.codecs import keyframe_detector
+
+if TYPE_CHECKING:
+    from netra.media.subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+HISTORY_SIZE = 1024  # packets kept per group to answer NACKs (~3 s of 720p video)
+KEYFRAME_REQUEST_INTERVAL = 0.5  # at most one PLI per publisher track per this many seconds
+
+
+def abs_send_time(now: float) -> int:
+    """24-bit 6.18 fixed-point seconds (webrtc abs-send-time extension)."""
+    return int(now * (1 << 18)) & 0xFFFFFF
+
+
+class PacketHistory:
+    """The last HISTORY_SIZE serialized packets of one group, by upstream sequence number."""
+
+    __slots__ = ("_seqs", "_packets")
+
+    def __init__(self) -> None:
+        self._seqs = [-1] * HISTORY_SIZE
+        self._packets: list[bytes] = [b""] * HISTORY_SIZE
+
+    def put(self, seq: int, packet: bytes) -> None:
+        slot = seq % HISTORY_SIZE
+        self._seqs[slot] = seq
+        self._packets[slot] = packet
+
+    def get(self, seq: int) -> bytes | None:
+        slot = seq % HISTORY_SIZE
+        return self._packets[slot] if self._seqs[slot] == seq else None
+
+
+class Group:
+    """Subscriptions whose packets serialize to the same bytes before the per-viewer fields."""
+
+    __slots__ = ("payload_type", "mid", "extensions_map", "subscriptions", "history")
+
+    def __init__(
+        self, payload_type: int, mid: str, extensions: list[RTCRtpHeaderExtensionParameters]
+    ) -> None:
+        self.payload_type = payload_type
+        self.mid = mid
+        self.extensions_map = HeaderExtensionsMap()
+        self.extensions_map.configure(RTCRtpParameters(headerExtensions=extensions))
+        self.subscriptions: list[Subscription] = []
+        self.history = PacketHistory()
+
+    def serialize(self, packet: RtpPacket, send_time: int) -> bytes:
+        out = RtpPacket(
+            payload_type=self.payload_type,
+            marker=packet.marker,
+            sequence_number=packet.sequence_number,
+            timestamp=packet.timestamp,
+            ssrc=0,  # patched per subscription
+            payload=packet.payload,
+        )
+        out.extensions = HeaderExtensions(
+            mid=self.mid, abs_send_time=send_time, audio_level=packet.extensions.audio_level
+        )
+        data = out.serialize(self.extensions_map)
+        self.history.put(packet.sequence_number, data)
+        return data
+
+
+class Publication:
+    """A track the streamer publishes; viewers subscribe to it."""
+
+    def __init__(self, kind: str, codec: RTCRtpCodecParameters, receiver: RTCRtpReceiver) -> None:
+        self.kind = kind
+        self.codec = codec
+        self._receiver = receiver
+        self._is_keyframe_start: Callable[[bytes], bool] | None = keyframe_detector(
+            codec.mimeType
+        )
+        self._groups: dict[tuple[Any, ...], Group] = {}
+        self.media_ssrc: int | None = None
+        # The publisher's latest sender report: (NTP timestamp, RTP timestamp).
+        self.sender_report: tuple[int, int] | None = None
+        self._last_keyframe_request = float("-inf")
+        self._pending_keyframe_request: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+        self.stats = {"packets": 0, "bytes": 0, "keyframes": 0, "keyframe_requests": 0}
+        aiortc_private.tap_receiver(receiver, self._on_packet, self._on_rtcp)
+
+    # --- the hot path --------------------------------------------------------------------
+
+    def _on_packet(self, packet: RtpPacket) -> None:
+        if self.closed:
+            return
+        self.media_ssrc = packet.ssrc
+        self.stats["packets"] += 1
+        self.stats["bytes"] += len(packet.payload)
+        detector = self._is_keyframe_start
+        can_start = True if detector is None else detector(packet.payload)
+        if can_start and detector is not None:
+            self.stats["keyframes"] += 1
+        if not self._groups:
+            return
+        send_time = abs_send_time(time.time())
+        seq = packet.sequence_number
+        ts = packet.timestamp
+        for group in self._groups.values():
+            template = group.serialize(packet, send_time)
+            for subscription in group.subscriptions:
+                subscription.forward(template, seq, ts, can_start)
+
+    def _on_rtcp(self, packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket) and packet.ssrc == self.media_ssrc:
+            info = packet.sender_info
+            self.sender_report = (info.ntp_timestamp, info.rtp_timestamp)
+            for group in self._groups.values():
+                for subscription in group.subscriptions:
+                    subscription.send_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    def attach(self, subscription: Subscription) -> Group:
+        key = subscription.group_key
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = Group(*key[:2], subscription.header_extensions)
+        group.subscriptions.append(subscription)
+        if self.kind == "video":
+            self.request_keyframe()
+        return group
+
+    def detach(self, subscription: Subscription) -> None:
+        group = self._groups.get(subscription.group_key)
+        if group is None or subscription not in group.subscriptions:
+            return
+        group.subscriptions.remove(subscription)
+        if not group.subscriptions:
+            del self._groups[subscription.group_key]
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(g.subscriptions) for g in self._groups.values())
+
+    # --- keyframe requests ---------------------------------------------------------------
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe, at most once per KEYFRAME_REQUEST_INTERVAL:
+        requests inside the interval coalesce into one sent when it ends."""
+        if self.closed or self.kind != "video" or self._pending_keyframe_request is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_keyframe_request + KEYFRAME_REQUEST_INTERVAL - loop.time()
+        if wait > 0:
+            self._pending_keyframe_request = loop.call_later(wait, self._send_keyframe_request)
+        else:
+            self._send_keyframe_request()
+
+    def _send_keyframe_request(self) -> None:
+        self._pending_keyframe_request = None
+        if self.closed or self.media_ssrc is None:
+            # No packet yet: the publisher's first frame is a keyframe anyway.
+            return
+        self._last_keyframe_request = asyncio.get_running_loop().time()
+        self.stats["keyframe_requests"] += 1
+        task = asyncio.ensure_future(aiortc_private.send_pli(self._receiver, self.media_ssrc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Idempotent. Subscriptions are closed by their own Peers; here they are let go."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._pending_keyframe_request is not None:
+            self._pending_keyframe_request.cancel()
+            self._pending_keyframe_request = None
+        self._groups.clear()
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "codec": self.codec.mimeType,
+            "ssrc": self.media_ssrc,
+            "subscriptions": self.subscription_count,
+            **self.stats,
+        }

@@ -1,0 +1,217 @@
+"""Subscription: one viewer's copy of one Publication.
+
+It owns the viewer-side rewrite state, sends through the viewer's DTLS transport, and answers
+the viewer's RTCP itself: NACK from the group's packet history, PLI/FIR passed up to the
+Publication (rate-limited there), receiver reports kept as stats. It also sends the viewer a
+sender report for every one the publisher sends, carrying the publisher's own NTP-to-RTP
+mapping, so that audio and video stay in sync through the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+import time
+from typing import Any
+
+from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+
+from netra.media import aiortc_private
+from netra.media.forwarder import (
+    TrackRewrite,
+    pause,
+    rewrite,
+    upstream_seq,
+    viewer_rtp_timestamp,
+)
+from netra.media.publication import Group, Publication
+
+logger = logging.getLogger(__name__)
+
+RTCP_PSFB_FIR = 4
+_HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at byte offset 2
+
+
+class Subscription:
+    def __init__(self, publication: Publication, transceiver: RTCRtpTransceiver) -> None:
+        self.publication = publication
+        self.kind = publication.kind
+        sender: RTCRtpSender = transceiver.sender
+        self.ssrc = aiortc_private.sender_ssrc(sender)
+        self._transceiver = transceiver
+        self._rewrite: TrackRewrite | None = None
+        self._group: Group | None = None
+        self._send: aiortc_private.DirectSend | None = None
+        self._sr_sent_at: dict[int, float] = {}
+        self.closed = False
+        self.stats: dict[str, Any] = {
+            "packets": 0,
+            "octets": 0,
+            "dropped": 0,
+            "send_failures": 0,
+            "retransmitted": 0,
+            "nacks": 0,
+            "keyframe_requests": 0,
+            "fraction_lost": 0,
+            "packets_lost": 0,
+            "rtt_ms": None,
+            "remb_bps": None,
+        }
+        aiortc_private.silence_sender(sender, self._on_rtcp)
+
+    # Known once the offer is created (the transceiver's codecs and extensions are set then).
+    @property
+    def payload_type(self) -> int:
+        return int(aiortc_private.negotiated_codecs(self._transceiver)[0].payloadType)
+
+    @property
+    def header_extensions(self) -> list[Any]:
+        return aiortc_private.negotiated_header_extensions(self._transceiver)
+
+    @property
+    def group_key(self) -> tuple[Any, ...]:
+        return (
+            self.payload_type,
+            self._transceiver.mid,
+            tuple((e.id, e.uri) for e in self.header_extensions),
+        )
+
+    def activate(self) -> None:
+        """The viewer is connected: start forwarding (video waits for a keyframe, which
+        attaching requests)."""
+        if self.closed or self._group is not None or self.publication.closed:
+            return
+        self._send = aiortc_private.DirectSend(self._transceiver.sender.transport)
+        self._rewrite = TrackRewrite(
+            ssrc=self.ssrc,
+            payload_type=self.payload_type,
+            ts_offset=random.getrandbits(32),
+            next_out_seq=random.getrandbits(16),
+        )
+        self._group = self.publication.attach(self)
+
+    # --- the hot path --------------------------------------------------------------------
+
+    def forward(self, template: bytes, seq: int, ts: int, can_start: bool) -> None:
+        state = self._rewrite
+        assert state is not None and self._send is not None
+        was_started = state.started
+        decision = rewrite(state, seq, ts, can_start)
+        if decision is None:
+            self.stats["dropped"] += 1
+            return
+        packet = bytearray(template)
+        _HEADER.pack_into(packet, 2, decision.sequence_number, decision.timestamp, self.ssrc)
+        try:
+            sent = self._send.rtp(bytes(packet))
+        except Exception:  # a broken transport must not stop the fan-out loop
+            sent = False
+        if not sent:
+            self.stats["send_failures"] += 1
+            return
+        self.stats["packets"] += 1
+        self.stats["octets"] += len(packet) - 12
+        if not was_started and self.publication.sender_report is not None:
+            # Give the viewer the A/V mapping at once instead of at the next upstream SR.
+            self.send_sender_report(*self.publication.sender_report)
+
+    def resync(self) -> None:
+        """Resume at the next keyframe (after a stall), continuing the sequence."""
+        if self._rewrite is not None:
+            pause(self._rewrite)
+            self.publication.request_keyframe()
+
+    # --- RTCP ----------------------------------------------------------------------------
+
+    def send_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        state = self._rewrite
+        if state is None or not state.started or self._send is None:
+            return
+        report = RtcpSrPacket(
+            ssrc=self.ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp_timestamp,
+                rtp_timestamp=viewer_rtp_timestamp(state, rtp_timestamp),
+                packet_count=self.stats["packets"] & 0xFFFFFFFF,
+                octet_count=self.stats["octets"] & 0xFFFFFFFF,
+            ),
+        )
+        try:
+            if self._send.rtcp(bytes(report)):
+                lsr = (ntp_timestamp >> 16) & 0xFFFFFFFF
+                self._sr_sent_at[lsr] = time.monotonic()
+                while len(self._sr_sent_at) > 8:
+                    del self._sr_sent_at[next(iter(self._sr_sent_at))]
+        except Exception:
+            self.stats["send_failures"] += 1
+
+    def _on_rtcp(self, packet: Any) -> None:
+        if self.closed:
+            return
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self.stats["nacks"] += 1
+            for out_seq in packet.lost:
+                self._retransmit(out_seq)
+        elif isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                self.stats["keyframe_requests"] += 1
+                self.publication.request_keyframe()
+            elif packet.fmt == RTCP_PSFB_APP:
+                try:
+                    self.stats["remb_bps"] = unpack_remb_fci(packet.fci)[0]
+                except ValueError:
+                    pass
+        elif isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc == self.ssrc:
+                    self._on_receiver_report(report)
+
+    def _on_receiver_report(self, report: Any) -> None:
+        self.stats["fraction_lost"] = report.fraction_lost
+        self.stats["packets_lost"] = report.packets_lost
+        sent_at = self._sr_sent_at.get(report.lsr)
+        if report.lsr and sent_at is not None:
+            rtt = time.monotonic() - sent_at - report.dlsr / 65536
+            self.stats["rtt_ms"] = round(max(rtt, 0.0) * 1000, 2)
+
+    def _retransmit(self, out_seq: int) -> None:
+        state = self._rewrite
+        if state is None or self._group is None or self._send is None:
+            return
+        in_seq = upstream_seq(state, out_seq)
+        template = None if in_seq is None else self._group.history.get(in_seq)
+        if template is None:
+            return
+        packet = bytearray(template)
+        ts = int.from_bytes(template[4:8], "big")
+        _HEADER.pack_into(packet, 2, out_seq, viewer_rtp_timestamp(state, ts), self.ssrc)
+        try:
+            if self._send.rtp(bytes(packet)):
+                self.stats["retransmitted"] += 1
+        except Exception:
+            self.stats["send_failures"] += 1
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.publication.detach(self)
+        self._group = None
+        self._send = None
+
+    def snapshot(self) -> dict[str, object]:
+        return {"kind": self.kind, "ssrc": self.ssrc, **self.stats}

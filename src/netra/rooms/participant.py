@@ -1,0 +1,33 @@
+"""Participant: one client in one room, with a role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from netra.rooms.room import Room
+
+
+class Role(StrEnum):
+    STREAMER = "streamer"
+    VIEWER = "viewer"
+
+
+class ParticipantListener(Protocol):
+    """What a Room tells a participant's session. Calls must not block: the session queues
+    them into its own loop."""
+
+    def stream_started(self, room: Room) -> None: ...
+
+    def stream_ended(self, reason: str) -> None: ...
+
+    def viewers_changed(self, count: int) -> None: ...
+
+
+@dataclass(eq=False)
+class Participant:
+    client_id: str
+    role: Role
+    listener: ParticipantListener

@@ -1,0 +1,1 @@
+"""The edge: WebSocket signaling, one SignalingSession per connection."""

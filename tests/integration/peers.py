@@ -1,0 +1,443 @@
+"""Test clients that speak Netra's signaling protocol (docs/protocol.md) with real aiortc peers.
+
+- Signaling: one WebSocket; keeps every message seen and waits for the next one of a type.
+- Publisher: joins as `streamer`, offers a test pattern and a tone, applies the answer.
+- Viewer: joins as `viewer`, answers each server offer with a new peer connection (a
+  Reception) that decodes both tracks and taps the RTP/RTCP it receives.
+
+Every wait is bounded and fails with what did arrive. Everything is closed by `close()`, which
+is idempotent; the fixtures in conftest.py call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import aiohttp
+from aiortc import (
+    RTCConfiguration,
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import AnyRtcpPacket
+
+from .probe import PayloadType, RtpRecord, RtpTap, payload_types
+from .tracks import (
+    AudioSample,
+    TestPatternTrack,
+    ToneTrack,
+    VideoSample,
+    measure_audio,
+    measure_video,
+)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class WaitTimeout(AssertionError):
+    """A bounded wait ran out; the message says what was awaited and what was seen."""
+
+
+class Changes:
+    """A pulse that wakes every waiter when something was recorded."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait_until(
+        self, predicate: Callable[[], T], timeout: float, what: str | Callable[[], str]
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                described = what() if callable(what) else what
+                raise WaitTimeout(f"no {described} within {timeout:g} s")
+            event = self._event
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+
+def peer_configuration() -> RTCConfiguration:
+    # No STUN: aiortc would otherwise query a public server for every peer.
+    return RTCConfiguration(iceServers=[])
+
+
+# --- signaling ------------------------------------------------------------------------------
+
+
+class Signaling:
+    """One client WebSocket to the server's /ws."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._session = session
+        self._ws = ws
+        self.messages: list[dict[str, Any]] = []
+        self._taken: set[int] = set()
+        self.changes = Changes()
+        self.closed = False
+        self.close_code: int | None = None
+        self._reader = asyncio.create_task(self._read(), name="signaling-reader")
+
+    @classmethod
+    async def connect(cls, url: str) -> Signaling:
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(
+                url + "/ws", timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
+            )
+        except BaseException:
+            await session.close()
+            raise
+        return cls(session, ws)
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._ws:
+                if frame.type == aiohttp.WSMsgType.TEXT:
+                    self.messages.append(json.loads(frame.data))
+                else:
+                    self.messages.append({"type": f"<non-text frame {frame.type.name}>"})
+                self.changes.notify()
+        finally:
+            self.closed = True
+            self.close_code = self._ws.close_code
+            self.changes.notify()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self._ws.send_str(json.dumps(message))
+
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == type_]
+
+    def describe(self) -> str:
+        seen = [m if m.get("type") == "error" else m.get("type") for m in self.messages]
+        state = f"closed with code {self.close_code}" if self.closed else "open"
+        return f"seen {seen} (socket {state})"
+
+    async def next_message(self, type_: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """The first message of this type not returned before; waits for one if needed."""
+
+        def find() -> dict[str, Any] | None:
+            for index, message in enumerate(self.messages):
+                if index not in self._taken and message.get("type") == type_:
+                    self._taken.add(index)
+                    return message
+            if self.closed:
+                raise WaitTimeout(f"socket closed before a {type_!r} message; {self.describe()}")
+            return None
+
+        return await self.changes.wait_until(
+            find, timeout, lambda: f"{type_!r} message; {self.describe()}"
+        )
+
+    async def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
+        await self.changes.wait_until(
+            lambda: self.closed, timeout, lambda: f"close of the socket; {self.describe()}"
+        )
+        return self.close_code
+
+    async def close(self) -> None:
+        """Close the socket (code 1000) and the session; idempotent."""
+        await self._ws.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
+        except TimeoutError:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._session.close()
+
+
+# --- streamer -------------------------------------------------------------------------------
+
+
+class Publisher:
+    """A streamer: a test pattern of `width`x`height` in `colour`, and a tone."""
+
+    def __init__(
+        self,
+        signaling: Signaling,
+        room_id: str,
+        *,
+        width: int = 320,
+        height: int = 240,
+        colour: tuple[int, int, int] = (30, 90, 200),
+    ) -> None:
+        self.signaling = signaling
+        self.room_id = room_id
+        self.width = width
+        self.height = height
+        self.colour = colour
+        self.pc: RTCPeerConnection | None = None
+        self.pcs: list[RTCPeerConnection] = []
+        self.video: TestPatternTrack | None = None
+        self.audio: ToneTrack | None = None
+
+    async def join(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        await self.signaling.send({"type": "join", "roomId": self.room_id, "role": "streamer"})
+        return await self.signaling.next_message("joined", timeout)
+
+    async def publish(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Offer both tracks, send end-of-candidates, apply the answer."""
+        await self.stop_media()
+        pc = RTCPeerConnection(peer_configuration())
+        self.pc = pc
+        self.pcs.append(pc)
+        self.video = TestPatternTrack(self.width, self.height, self.colour)
+        self.audio = ToneTrack()
+        pc.addTrack(self.audio)
+        pc.addTrack(self.video)
+        await pc.setLocalDescription(await pc.createOffer())
+        await self.signaling.send({"type": "offer", "sdp": pc.localDescription.sdp})
+        # aiortc puts all its candidates in the SDP and never trickles.
+        await self.signaling.send({"type": "candidate", "candidate": None})
+        answer = await self.signaling.next_message("answer", timeout)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    async def wait_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        pc = self.pc
+        assert pc is not None, "publish() first"
+        await wait_connected(pc, timeout, "publisher")
+
+    async def join_and_publish(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        joined = await self.join(timeout)
+        await self.publish(timeout)
+        await self.wait_connected(timeout)
+        return joined
+
+    async def leave(self) -> None:
+        await self.signaling.send({"type": "leave"})
+        await self.stop_media()
+
+    async def stop_media(self) -> None:
+        for track in (self.video, self.audio):
+            if track is not None:
+                track.stop()
+        if self.pc is not None:
+            await self.pc.close()
+        self.pc = None
+
+    async def close(self) -> None:
+        await self.stop_media()
+        for pc in self.pcs:
+            await pc.close()
+        await self.signaling.close()
+
+
+async def wait_connected(pc: RTCPeerConnection, timeout: float, who: str) -> None:
+    changes = Changes()
+    pc.on("connectionstatechange", changes.notify)
+    try:
+
+        def connected() -> bool:
+            if pc.connectionState in ("failed", "closed"):
+                raise WaitTimeout(f"{who} peer connection went {pc.connectionState}")
+            return pc.connectionState == "connected"
+
+        await changes.wait_until(
+            connected, timeout, lambda: f"connected {who} peer ({pc.connectionState})"
+        )
+    finally:
+        pc.remove_listener("connectionstatechange", changes.notify)
+
+
+# --- viewer ---------------------------------------------------------------------------------
+
+
+class Reception:
+    """One viewer peer connection: what it decoded and the packets it received."""
+
+    def __init__(self, pc: RTCPeerConnection, offer_sdp: str) -> None:
+        self.pc = pc
+        self.changes = Changes()
+        self.payload_types: dict[int, PayloadType] = payload_types(offer_sdp)
+        self.video: list[VideoSample] = []
+        self.audio: list[AudioSample] = []
+        self.tap = RtpTap(self.changes.notify)
+        self.tracks: list[MediaStreamTrack] = []
+        self.consumers: list[asyncio.Task[None]] = []
+        self.consumer_errors: list[BaseException] = []
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self.changes.notify)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        # Always consume every received track, or aiortc's queue grows without bound.
+        self.tracks.append(track)
+        self.consumers.append(
+            asyncio.create_task(self._consume(track), name=f"consume-{track.kind}")
+        )
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    self.video.append(measure_video(frame))  # type: ignore[arg-type]
+                else:
+                    self.audio.append(measure_audio(frame))  # type: ignore[arg-type]
+                self.changes.notify()
+        except MediaStreamError:
+            pass  # the track ended: the peer connection closed
+        except Exception as exc:  # noqa: BLE001 - reported by the test, not lost in a task
+            self.consumer_errors.append(exc)
+            self.changes.notify()
+
+    def attach_taps(self) -> None:
+        seen: list[RTCDtlsTransport] = []
+        for transceiver in self.pc.getTransceivers():
+            transport = transceiver.receiver.transport
+            if transport is not None and not any(t is transport for t in seen):
+                seen.append(transport)
+                self.tap.attach(transport)
+
+    @property
+    def state(self) -> str:
+        return self.pc.connectionState
+
+    def describe(self) -> str:
+        return (
+            f"peer {self.pc.connectionState}, {len(self.video)} video frames, "
+            f"{len(self.audio)} audio frames, {len(self.tap.rtp)} RTP packets, "
+            f"{len(self.tap.sender_reports)} SRs, consumer errors {self.consumer_errors}"
+        )
+
+    async def wait_frames(
+        self, video: int = 0, audio: int = 0, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Wait until at least `video` video and `audio` audio frames were decoded."""
+        await self.changes.wait_until(
+            lambda: len(self.video) >= video and len(self.audio) >= audio,
+            timeout,
+            lambda: f"{video} video and {audio} audio frames; {self.describe()}",
+        )
+
+    async def wait_more_frames(
+        self, video: int = 0, audio: int = 0, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Wait for this many frames beyond those decoded so far."""
+        await self.wait_frames(len(self.video) + video, len(self.audio) + audio, timeout)
+
+    async def wait_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        await wait_connected(self.pc, timeout, "viewer")
+
+    async def wait_closed_by_server(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """The server closed its end: the DTLS close reaches us and aiortc closes the peer."""
+        await self.changes.wait_until(
+            lambda: self.pc.connectionState == "closed" or all(t.done() for t in self.consumers),
+            timeout,
+            lambda: f"end of the reception; {self.describe()}",
+        )
+
+    async def wait_rtp(
+        self,
+        predicate: Callable[[RtpRecord], bool],
+        timeout: float,
+        what: str,
+        start: int = 0,
+    ) -> RtpRecord:
+        """The first packet from index `start` on that satisfies `predicate`."""
+        scanned = start
+
+        def find() -> RtpRecord | None:
+            nonlocal scanned
+            records = self.tap.rtp
+            while scanned < len(records):
+                record = records[scanned]
+                scanned += 1
+                if predicate(record):
+                    return record
+            return None
+
+        return await self.changes.wait_until(find, timeout, lambda: f"{what}; {self.describe()}")
+
+    def kind_of(self, record: RtpRecord) -> PayloadType | None:
+        return self.payload_types.get(record.payload_type)
+
+    def media_ssrc(self, kind: str) -> int:
+        """The SSRC the server sends this kind of media with (not RTX), from received RTP."""
+        for record in self.tap.rtp:
+            pt = self.kind_of(record)
+            if pt is not None and pt.kind == kind and pt.codec != "rtx":
+                return record.ssrc
+        raise AssertionError(f"no {kind} RTP received yet; {self.describe()}")
+
+    def rtcp_ssrc(self) -> int:
+        """An SSRC of ours to put in the sender field of RTCP feedback."""
+        return int(self.pc.getTransceivers()[0].sender._ssrc)
+
+    async def send_rtcp(self, packet: AnyRtcpPacket) -> None:
+        transport = self.pc.getTransceivers()[0].receiver.transport
+        await transport._send_rtp(bytes(packet))
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for track in self.tracks:
+            track.stop()
+        if self.consumers:
+            _, pending = await asyncio.wait(self.consumers, timeout=2.0)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+class Viewer:
+    """A viewer: answers each server offer with a fresh Reception."""
+
+    def __init__(self, signaling: Signaling, room_id: str) -> None:
+        self.signaling = signaling
+        self.room_id = room_id
+        self.receptions: list[Reception] = []
+
+    @property
+    def reception(self) -> Reception:
+        assert self.receptions, "no offer accepted yet"
+        return self.receptions[-1]
+
+    async def join(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        await self.signaling.send({"type": "join", "roomId": self.room_id, "role": "viewer"})
+        return await self.signaling.next_message("joined", timeout)
+
+    async def accept_offer(self, timeout: float = DEFAULT_TIMEOUT) -> Reception:
+        """Wait for the server's next offer and answer it with a new peer connection."""
+        offer = await self.signaling.next_message("offer", timeout)
+        if self.receptions:
+            await self.receptions[-1].close()
+        pc = RTCPeerConnection(peer_configuration())
+        reception = Reception(pc, offer["sdp"])
+        self.receptions.append(reception)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        reception.attach_taps()
+        await self.signaling.send({"type": "answer", "sdp": pc.localDescription.sdp})
+        await self.signaling.send({"type": "candidate", "candidate": None})
+        return reception
+
+    async def watch(self, video: int = 10, audio: int = 10, timeout: float = 10.0) -> Reception:
+        """Accept the next offer and wait until it plays."""
+        reception = await self.accept_offer(timeout)
+        await reception.wait_frames(video, audio, timeout)
+        return reception
+
+    async def close(self) -> None:
+        for reception in self.receptions:
+            await reception.close()
+        await self.signaling.close()
