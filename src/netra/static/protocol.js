@@ -1,0 +1,693 @@
+// @ts-check
+/**
+ * Netra's browser client: the signaling protocol of docs/protocol.md and the
+ * RTCPeerConnection it drives. No DOM here; pages bind UI to the events below.
+ *
+ * Events (all CustomEvent):
+ *   statechange    {state, previous, reason, message?, at}   the state word changed
+ *   viewers        {count}                                    the room's viewer count
+ *   track          {track, stream}                            viewer: a remote track arrived
+ *   peerconnection {pc}                                       a new RTCPeerConnection exists
+ *   servererror    {code, message, ref}                       the server sent `error`
+ *   message        {direction: 'up'|'down', message}          every signaling message (debug)
+ *
+ * Timing hooks (used by benchmarks/browser_timings.py): `client.marks` holds the first
+ * performance.now() of each milestone: wsOpen, joined, offerSent, offerReceived,
+ * answerReceived, answerSent, firstTrack, pcConnected, live. Pages add their own marks to
+ * the same object (goLive, mediaReady, firstFrame, first720).
+ */
+
+/** @typedef {'streamer' | 'viewer'} Role */
+/** @typedef {'waiting' | 'connecting' | 'live' | 'reconnecting' | 'ended' | 'error'} State */
+
+/**
+ * @typedef {object} StateChange
+ * @property {State} state
+ * @property {State} previous
+ * @property {string} reason  a protocol word: `joined`, `streamer-left`, `streamer-exists`, …
+ * @property {string} [message]  human text, for errors
+ * @property {number} at  performance.now()
+ */
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {string} url  ws(s)://host/ws
+ * @property {string} roomId
+ * @property {Role} role
+ * @property {string} [token]
+ * @property {number} [pingInterval]  ms between pings (10 000)
+ * @property {number} [backoffBase]  first reconnect delay in ms (500)
+ * @property {number} [backoffMax]  longest reconnect delay in ms (8 000)
+ * @property {number} [openTimeout]  ms a WebSocket may take to open (10 000)
+ * @property {number} [disconnectedGrace]  ms a peer connection may stay `disconnected` (8 000)
+ */
+
+/** Room ids: 1–64 of [A-Za-z0-9_-] (docs/protocol.md, `join`). */
+export const ROOM_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * @param {unknown} roomId
+ * @returns {roomId is string}
+ */
+export function isValidRoomId(roomId) {
+  return typeof roomId === "string" && ROOM_ID_PATTERN.test(roomId);
+}
+
+/**
+ * The room id of /stream/{room} or /watch/{room}; null when the path has none or a bad one.
+ * @param {string} pathname
+ * @returns {string | null}
+ */
+export function roomFromPath(pathname) {
+  const match = /^\/(?:stream|watch)\/([^/]+)\/?$/.exec(pathname);
+  if (!match) return null;
+  let room;
+  try {
+    room = decodeURIComponent(match[1]);
+  } catch {
+    return null;
+  }
+  return isValidRoomId(room) ? room : null;
+}
+
+/**
+ * The WebSocket URL for a page served at `location`.
+ * @param {{protocol: string, host: string}} location
+ */
+export function signalingUrl(location) {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+}
+
+/**
+ * Exponential back-off with jitter: base·2^attempt capped at max, then a random
+ * point in its upper half, so that clients dropped together do not return together.
+ * @param {number} attempt  0 for the first retry
+ * @param {number} [base]
+ * @param {number} [max]
+ * @param {() => number} [random]
+ */
+export function backoffDelay(attempt, base = 500, max = 8000, random = Math.random) {
+  const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 30));
+  return ceiling / 2 + random() * (ceiling / 2);
+}
+
+/**
+ * Put the codecs of one MIME type first, keeping the rest (rtx, red, ulpfec, others) in order.
+ * @param {RTCRtpCodec[]} codecs
+ * @param {string} mimeType  e.g. "video/VP8"
+ */
+export function preferCodec(codecs, mimeType) {
+  const wanted = mimeType.toLowerCase();
+  const first = codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
+  const rest = codecs.filter((c) => c.mimeType.toLowerCase() !== wanted);
+  return [...first, ...rest];
+}
+
+/** Server error codes after which retrying the same thing cannot help. */
+const FATAL_CODES = new Set(["too-many-errors", "streamer-exists", "already-joined", "not-joined"]);
+
+const WS_OPEN = 1;
+
+export class NetraClient extends EventTarget {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    super();
+    this.url = options.url;
+    this.roomId = options.roomId;
+    /** @type {Role} */
+    this.role = options.role;
+    this.token = options.token;
+    this.pingInterval = options.pingInterval ?? 10_000;
+    this.backoffBase = options.backoffBase ?? 500;
+    this.backoffMax = options.backoffMax ?? 8_000;
+    this.openTimeout = options.openTimeout ?? 10_000;
+    this.disconnectedGrace = options.disconnectedGrace ?? 8_000;
+
+    /** @type {State} */
+    this.state = "waiting";
+    /** @type {string} */
+    this.reason = "init";
+    /** @type {string | null} */
+    this.clientId = null;
+    this.viewerCount = 0;
+    /** Whether the room had a live stream at our last `joined`. */
+    this.roomLive = false;
+    /** @type {Record<string, number>} first performance.now() of each milestone */
+    this.marks = {};
+    /** Milliseconds of the last ping round trip on the WebSocket, or null. */
+    /** @type {number | null} */
+    this.signalingRtt = null;
+
+    /** @type {WebSocket | null} */
+    this._ws = null;
+    this._joined = false;
+    /** @type {RTCIceServer[]} */
+    this._iceServers = [];
+    /** @type {RTCPeerConnection | null} */
+    this.pc = null;
+    /** Streamer: the stream to publish, kept across reconnects. @type {MediaStream | null} */
+    this._stream = null;
+    /** Viewer: the remote tracks of the current peer connection. @type {MediaStream | null} */
+    this.remoteStream = null;
+    /** True once stop() ran or a fatal error happened: no more reconnects. */
+    this._stopped = false;
+    this._attempt = 0;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._reconnectTimer = undefined;
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this._pingTimer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._disconnectedTimer = undefined;
+    this._lastInbound = 0;
+    this._pingId = 0;
+    /** @type {Map<number, number>} ping id → performance.now() when sent */
+    this._pingsInFlight = new Map();
+    /** Candidates gathered before our description went out. @type {(RTCIceCandidateInit | null)[]} */
+    this._heldCandidates = [];
+    this._descriptionSent = false;
+    this._endOfCandidatesSent = false;
+    this._hasRemoteTrack = false;
+  }
+
+  // ---- public API -------------------------------------------------------------------------
+
+  /** Open the WebSocket and join. Idempotent. */
+  connect() {
+    this._stopped = false;
+    if (this._ws) {
+      if (this._ws.readyState === WS_OPEN && !this._joined) this._sendJoin();
+      return;
+    }
+    this._openSocket();
+  }
+
+  /**
+   * Streamer: publish `stream` (at most one audio and one video track are sent). Joins first
+   * if needed; after a reconnect the same stream is published again on a new peer connection.
+   * @param {MediaStream} stream
+   */
+  publish(stream) {
+    if (this.role !== "streamer") throw new Error("only a streamer publishes");
+    this._stream = stream;
+    this._setState("connecting", "publishing");
+    if (this._joined) {
+      void this._startPublishing();
+    } else {
+      this.connect();
+    }
+  }
+
+  /**
+   * Leave the room for good: sends `leave`, closes the peer connection and the WebSocket,
+   * and goes `ended`. The page stops its own tracks.
+   * @param {string} [reason]
+   */
+  stop(reason = "stopped") {
+    this._stopped = true;
+    clearTimeout(this._reconnectTimer);
+    if (this._joined) this._send({ type: "leave" });
+    this._joined = false;
+    this._stream = null;
+    this._closePc();
+    this._closeSocket(1000, reason);
+    this._setState("ended", reason);
+  }
+
+  /**
+   * Put the client in `error` for a reason found outside the protocol (e.g. the camera was
+   * refused), so that the state word stays the one source of truth for the page.
+   * @param {string} reason
+   * @param {string} [message]
+   */
+  reportError(reason, message) {
+    this._setState("error", reason, message);
+  }
+
+  // ---- WebSocket --------------------------------------------------------------------------
+
+  _openSocket() {
+    clearTimeout(this._reconnectTimer);
+    const ws = new WebSocket(this.url);
+    this._ws = ws;
+    const openTimer = setTimeout(() => {
+      if (this._ws === ws && ws.readyState !== WS_OPEN) this._dropSocket("open-timeout");
+    }, this.openTimeout);
+    ws.onopen = () => {
+      clearTimeout(openTimer);
+      if (this._ws !== ws) return;
+      this._mark("wsOpen");
+      this._lastInbound = performance.now();
+      this._startPing();
+      this._sendJoin();
+    };
+    ws.onmessage = (event) => {
+      if (this._ws !== ws) return;
+      this._lastInbound = performance.now();
+      this._onFrame(event.data);
+    };
+    ws.onclose = (event) => {
+      clearTimeout(openTimer);
+      if (this._ws !== ws) return;
+      this._onSocketGone(`socket-closed:${event.code}`, event.code);
+    };
+    // An error is always followed by a close; the close handler does the work.
+    ws.onerror = () => {};
+  }
+
+  /**
+   * Give up on the current socket at once (dead peer, failed media) and reconnect; unlike
+   * ws.close() this does not wait for a closing handshake that may never come.
+   * @param {string} reason
+   */
+  _dropSocket(reason) {
+    this._closeSocket(4000, reason);
+    this._onSocketGone(reason, 4000);
+  }
+
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
+  _closeSocket(code, reason) {
+    const ws = this._ws;
+    this._ws = null;
+    this._stopPing();
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close(code, reason.slice(0, 100));
+    } catch {
+      ws.close();
+    }
+  }
+
+  /**
+   * @param {string} reason
+   * @param {number} code
+   */
+  _onSocketGone(reason, code) {
+    this._ws = null;
+    this._joined = false;
+    this._stopPing();
+    this._closePc();
+    if (this._stopped) return;
+    if (code === 1008) {
+      // Policy violation: the server gave up on us (too-many-errors); retrying repeats it.
+      this._stopped = true;
+      this._setState("error", "too-many-errors", "the server closed the connection (1008)");
+      return;
+    }
+    if (this.state === "error") {
+      this._stopped = true;
+      return;
+    }
+    const delay = backoffDelay(this._attempt++, this.backoffBase, this.backoffMax);
+    this._setState("reconnecting", reason, `retrying in ${Math.round(delay)} ms`);
+    this._reconnectTimer = setTimeout(() => {
+      if (!this._stopped) this._openSocket();
+    }, delay);
+  }
+
+  _sendJoin() {
+    /** @type {Record<string, unknown>} */
+    const join = { type: "join", roomId: this.roomId, role: this.role };
+    if (this.token !== undefined) join.token = this.token;
+    this._send(join);
+  }
+
+  /** @param {Record<string, unknown>} message */
+  _send(message) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WS_OPEN) return false;
+    ws.send(JSON.stringify(message));
+    this._emit("message", { direction: "up", message });
+    return true;
+  }
+
+  _startPing() {
+    this._stopPing();
+    this._pingTimer = setInterval(() => {
+      const now = performance.now();
+      // Nothing heard for 2.5 ping intervals: the path is dead even if TCP has not noticed.
+      if (now - this._lastInbound > this.pingInterval * 2.5) {
+        this._dropSocket("ping-timeout");
+        return;
+      }
+      const id = ++this._pingId;
+      this._pingsInFlight.set(id, now);
+      if (this._pingsInFlight.size > 8) {
+        const oldest = this._pingsInFlight.keys().next().value;
+        if (oldest !== undefined) this._pingsInFlight.delete(oldest);
+      }
+      this._send({ type: "ping", id });
+    }, this.pingInterval);
+  }
+
+  _stopPing() {
+    clearInterval(this._pingTimer);
+    this._pingTimer = undefined;
+  }
+
+  // ---- server messages --------------------------------------------------------------------
+
+  /** @param {unknown} data */
+  _onFrame(data) {
+    if (typeof data !== "string") return;
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!message || typeof message !== "object" || typeof message.type !== "string") return;
+    this._emit("message", { direction: "down", message });
+    switch (message.type) {
+      case "joined":
+        this._onJoined(message);
+        break;
+      case "answer":
+        void this._onAnswer(message.sdp);
+        break;
+      case "offer":
+        void this._onOffer(message.sdp);
+        break;
+      case "candidate":
+        // Reserved by the protocol (the server's candidates are in its SDP); accept anyway.
+        if (this.pc && message.candidate && message.candidate.candidate) {
+          this.pc.addIceCandidate(message.candidate).catch(() => {});
+        }
+        break;
+      case "stream-started":
+        if (this.role === "viewer") this._setState("connecting", "stream-started");
+        break;
+      case "stream-ended":
+        this._onStreamEnded(String(message.reason ?? "stream-ended"));
+        break;
+      case "viewers":
+        this._setViewerCount(message.count);
+        break;
+      case "pong":
+        this._onPong(message.id);
+        break;
+      case "error":
+        this._onServerError(
+          String(message.code ?? "unknown"),
+          String(message.message ?? ""),
+          message.ref === undefined ? undefined : String(message.ref),
+        );
+        break;
+      default:
+        // Unknown types are ignored, so that servers can add messages.
+        break;
+    }
+  }
+
+  /** @param {any} message */
+  _onJoined(message) {
+    this._joined = true;
+    this._attempt = 0;
+    this.clientId = typeof message.clientId === "string" ? message.clientId : null;
+    this._iceServers = Array.isArray(message.iceServers) ? message.iceServers : [];
+    this.roomLive = Boolean(message.live);
+    this._setViewerCount(message.viewers);
+    this._mark("joined");
+    if (this.role === "streamer") {
+      if (this._stream) void this._startPublishing();
+      else this._setState("waiting", "joined");
+    } else if (this.roomLive) {
+      this._setState("connecting", "stream-live");
+    } else {
+      this._setState("waiting", "joined");
+    }
+  }
+
+  /** @param {unknown} count */
+  _setViewerCount(count) {
+    if (typeof count !== "number" || !Number.isFinite(count)) return;
+    this.viewerCount = count;
+    this._emit("viewers", { count });
+  }
+
+  /** @param {unknown} id */
+  _onPong(id) {
+    if (typeof id !== "number") return;
+    const sent = this._pingsInFlight.get(id);
+    if (sent === undefined) return;
+    this._pingsInFlight.delete(id);
+    this.signalingRtt = performance.now() - sent;
+  }
+
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {string | undefined} ref
+   */
+  _onServerError(code, message, ref) {
+    this._emit("servererror", { code, message, ref });
+    if (ref === "join" || code === "streamer-exists") this._joined = false;
+    if (FATAL_CODES.has(code) || ref === "join" || ref === "offer" || ref === "answer") {
+      if (ref === "offer" || ref === "answer") this._closePc();
+      if (code === "too-many-errors") this._stopped = true;
+      this._setState("error", code, message);
+    }
+    // Anything else (a refused candidate or ping) leaves the session as it is.
+  }
+
+  /** @param {string} reason */
+  _onStreamEnded(reason) {
+    if (this.role === "viewer") {
+      this._closePc();
+      this._setState("ended", reason);
+      return;
+    }
+    // Streamer: only meaningful while publishing (a `leave` of ours may echo one back).
+    if (!this._stream) return;
+    this._closePc();
+    this._stream = null;
+    if (reason === "streamer-left") this._setState("ended", reason);
+    else this._setState("error", reason, "the server ended the stream");
+  }
+
+  // ---- peer connections -------------------------------------------------------------------
+
+  _newPc() {
+    this._closePc();
+    const pc = new RTCPeerConnection({ iceServers: this._iceServers, bundlePolicy: "max-bundle" });
+    this.pc = pc;
+    this._heldCandidates = [];
+    this._descriptionSent = false;
+    this._endOfCandidatesSent = false;
+    this._hasRemoteTrack = false;
+    pc.onicecandidate = (event) => {
+      if (this.pc !== pc) return;
+      // Chromium ends with a null candidate; older ones with an empty string.
+      const init = event.candidate && event.candidate.candidate ? event.candidate.toJSON() : null;
+      if (init === null) {
+        if (this._endOfCandidatesSent) return;
+        this._endOfCandidatesSent = true;
+      }
+      if (this._descriptionSent) this._send({ type: "candidate", candidate: init });
+      else this._heldCandidates.push(init);
+    };
+    pc.onconnectionstatechange = () => {
+      if (this.pc === pc) this._onPcState(pc);
+    };
+    pc.ontrack = (event) => {
+      if (this.pc !== pc || !this.remoteStream) return;
+      this.remoteStream.addTrack(event.track);
+      this._hasRemoteTrack = true;
+      this._mark("firstTrack");
+      this._emit("track", { track: event.track, stream: this.remoteStream });
+      if (pc.connectionState === "connected") this._goLive();
+    };
+    this._emit("peerconnection", { pc });
+    return pc;
+  }
+
+  /** Our description went out: send the candidates gathered meanwhile (trickle ICE). */
+  _flushCandidates() {
+    this._descriptionSent = true;
+    for (const candidate of this._heldCandidates) this._send({ type: "candidate", candidate });
+    this._heldCandidates = [];
+  }
+
+  _closePc() {
+    clearTimeout(this._disconnectedTimer);
+    const pc = this.pc;
+    this.pc = null;
+    this.remoteStream = null;
+    this._hasRemoteTrack = false;
+    if (pc) pc.close();
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  _onPcState(pc) {
+    clearTimeout(this._disconnectedTimer);
+    switch (pc.connectionState) {
+      case "connected":
+        this._mark("pcConnected");
+        if (this.role === "streamer" || this._hasRemoteTrack) this._goLive();
+        break;
+      case "disconnected":
+        // Often recovers by itself; give it a grace period before starting over.
+        this._disconnectedTimer = setTimeout(() => {
+          if (this.pc === pc && pc.connectionState === "disconnected") this._restart("pc-disconnected");
+        }, this.disconnectedGrace);
+        break;
+      case "failed":
+        this._restart("pc-failed");
+        break;
+      default:
+        break;
+    }
+  }
+
+  _goLive() {
+    this._mark("live");
+    this._setState("live", this.role === "streamer" ? "published" : "playing");
+  }
+
+  /**
+   * Start the session over on a fresh WebSocket: the server then frees everything of the old
+   * one, and the new `joined` re-publishes (streamer) or brings a new offer (viewer).
+   * @param {string} reason
+   */
+  _restart(reason) {
+    if (this._stopped) return;
+    this._dropSocket(reason);
+  }
+
+  async _startPublishing() {
+    const stream = this._stream;
+    if (!stream) return;
+    this._setState("connecting", "publishing");
+    const pc = this._newPc();
+    try {
+      /** @type {RTCRtpSender | null} */
+      let videoSender = null;
+      for (const kind of ["audio", "video"]) {
+        const track = stream.getTracks().find((t) => t.kind === kind && t.readyState === "live");
+        if (!track) continue;
+        const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+        if (kind === "video") {
+          videoSender = transceiver.sender;
+          const capabilities = RTCRtpSender.getCapabilities("video");
+          if (capabilities && typeof transceiver.setCodecPreferences === "function") {
+            transceiver.setCodecPreferences(preferCodec(capabilities.codecs, "video/VP8"));
+          }
+        }
+      }
+      // Keep 1280x720 and drop frame rate when short of bandwidth, so that the picture starts
+      // at full size (docs: shared/notes/fan-out.md, "Reaching 720p at once").
+      if (videoSender) await maintainResolution(videoSender);
+      const offer = await pc.createOffer();
+      if (this.pc !== pc) return;
+      await pc.setLocalDescription(offer);
+      if (this.pc !== pc || !pc.localDescription) return;
+      if (!this._send({ type: "offer", sdp: pc.localDescription.sdp })) return;
+      this._mark("offerSent");
+      this._flushCandidates();
+    } catch (error) {
+      if (this.pc !== pc) return;
+      this._closePc();
+      this._setState("error", "publish-failed", errorText(error));
+    }
+  }
+
+  /** @param {unknown} sdp */
+  async _onAnswer(sdp) {
+    const pc = this.pc;
+    if (this.role !== "streamer" || !pc || typeof sdp !== "string") return;
+    if (pc.signalingState !== "have-local-offer") return;
+    this._mark("answerReceived");
+    try {
+      await pc.setRemoteDescription({ type: "answer", sdp });
+      // Negotiation may reset sender parameters; make sure the preference survived it.
+      const video = pc.getSenders().find((s) => s.track && s.track.kind === "video");
+      if (this.pc === pc && video) await maintainResolution(video);
+    } catch (error) {
+      if (this.pc !== pc) return;
+      this._closePc();
+      this._setState("error", "answer-rejected", errorText(error));
+    }
+  }
+
+  /** @param {unknown} sdp */
+  async _onOffer(sdp) {
+    if (this.role !== "viewer" || typeof sdp !== "string") return;
+    this._mark("offerReceived");
+    this._setState("connecting", "offer");
+    // Every offer belongs to a new publication: start from a clean peer connection.
+    const pc = this._newPc();
+    this.remoteStream = new MediaStream();
+    try {
+      await pc.setRemoteDescription({ type: "offer", sdp });
+      if (this.pc !== pc) return;
+      const answer = await pc.createAnswer();
+      if (this.pc !== pc) return;
+      await pc.setLocalDescription(answer);
+      if (this.pc !== pc || !pc.localDescription) return;
+      if (!this._send({ type: "answer", sdp: pc.localDescription.sdp })) return;
+      this._mark("answerSent");
+      this._flushCandidates();
+    } catch (error) {
+      if (this.pc !== pc) return;
+      this._closePc();
+      this._setState("error", "offer-rejected", errorText(error));
+    }
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------
+
+  /**
+   * @param {State} state
+   * @param {string} reason
+   * @param {string} [message]
+   */
+  _setState(state, reason, message) {
+    if (state === this.state && reason === this.reason) return;
+    const previous = this.state;
+    this.state = state;
+    this.reason = reason;
+    /** @type {StateChange} */
+    const change = { state, previous, reason, at: performance.now() };
+    if (message) change.message = message;
+    this._emit("statechange", change);
+  }
+
+  /** @param {string} name */
+  _mark(name) {
+    if (!(name in this.marks)) this.marks[name] = performance.now();
+  }
+
+  /**
+   * @param {string} type
+   * @param {unknown} detail
+   */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/**
+ * Ask the encoder to keep its resolution and lower the frame rate instead (W3C webrtc-pc,
+ * RTCRtpSendParameters.degradationPreference; Chromium honours it).
+ * @param {RTCRtpSender} sender
+ */
+async function maintainResolution(sender) {
+  const parameters = /** @type {RTCRtpSendParameters & {degradationPreference?: string}} */ (
+    sender.getParameters()
+  );
+  if (parameters.degradationPreference === "maintain-resolution") return;
+  parameters.degradationPreference = "maintain-resolution";
+  try {
+    await sender.setParameters(parameters);
+  } catch {
+    // Some browsers refuse it before negotiation; the call after the answer retries.
+  }
+}
+
+/** @param {unknown} error */
+function errorText(error) {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}

@@ -1,0 +1,99 @@
+// @ts-check
+/**
+ * The streamer page: join the room at once (to show the viewer count), then on "Go live"
+ * open the camera and publish. Window hook: see ui.js (`window.netra`); page marks are
+ * goLive (the click) and mediaReady (getUserMedia resolved).
+ */
+
+import { NetraClient, roomFromPath, signalingUrl } from "/static/protocol.js";
+import { $, bindPage, showFatal } from "/static/ui.js";
+
+/** @type {Record<import("/static/protocol.js").State, string>} */
+const LABELS = {
+  waiting: "Not live yet",
+  connecting: "Going live…",
+  live: "You are live",
+  reconnecting: "Connection lost — reconnecting…",
+  ended: "Stream stopped",
+  error: "Error",
+};
+
+/** What the fake camera and a real one are asked for: 720p30 plus a microphone. */
+const MEDIA = { video: { width: 1280, height: 720, frameRate: 30 }, audio: true };
+
+const preview = /** @type {HTMLVideoElement} */ ($("[data-role=local-video]"));
+const goLive = /** @type {HTMLButtonElement} */ ($("[data-action=go-live]"));
+const stop = /** @type {HTMLButtonElement} */ ($("[data-action=stop]"));
+const copy = /** @type {HTMLButtonElement} */ ($("[data-action=copy]"));
+const shareLink = /** @type {HTMLInputElement} */ ($("[data-role=share-link]"));
+
+const room = roomFromPath(location.pathname);
+if (room === null) {
+  goLive.disabled = true;
+  showFatal("invalid-room", "a room id is 1–64 of A–Z, a–z, 0–9, “-” and “_”");
+} else {
+  start(room);
+}
+
+/** @param {string} room */
+function start(room) {
+  $("[data-role=room]").textContent = room;
+  document.title = `Netra — live in ${room}`;
+  shareLink.value = `${location.origin}/watch/${encodeURIComponent(room)}`;
+
+  const client = new NetraClient({ url: signalingUrl(location), roomId: room, role: "streamer" });
+  bindPage(client, LABELS, preview);
+  /** @type {MediaStream | null} */
+  let stream = null;
+  let starting = false;
+
+  const updateButtons = () => {
+    const active = ["connecting", "live", "reconnecting"].includes(client.state) && stream !== null;
+    goLive.disabled = active || starting;
+    stop.disabled = !active;
+  };
+  client.addEventListener("statechange", updateButtons);
+
+  goLive.addEventListener("click", async () => {
+    client.marks.goLive = performance.now();
+    starting = true;
+    updateButtons();
+    try {
+      stream = await navigator.mediaDevices.getUserMedia(MEDIA);
+    } catch (error) {
+      const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      client.reportError("camera-unavailable", text);
+      return;
+    } finally {
+      starting = false;
+    }
+    client.marks.mediaReady = performance.now();
+    preview.srcObject = stream;
+    document.body.classList.add("has-preview");
+    client.publish(stream);
+    updateButtons();
+  });
+
+  stop.addEventListener("click", () => {
+    client.stop("stopped");
+    stream?.getTracks().forEach((track) => track.stop());
+    stream = null;
+    preview.srcObject = null;
+    document.body.classList.remove("has-preview");
+    updateButtons();
+  });
+
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(shareLink.value);
+    } catch {
+      shareLink.select();
+      document.execCommand("copy");
+    }
+    copy.textContent = "Copied";
+    setTimeout(() => (copy.textContent = "Copy"), 1500);
+  });
+
+  client.connect();
+  updateButtons();
+}

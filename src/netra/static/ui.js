@@ -1,0 +1,217 @@
+// @ts-check
+/**
+ * The page parts the streamer and viewer pages share: the state word on <body>, the state
+ * text, the viewer count, the error line and the debug panel. All DOM lives here and in the
+ * page scripts; protocol.js and stats.js know nothing of it.
+ *
+ * Hook for tests and benchmarks/browser_timings.py: `window.netra` =
+ *   { client, marks, timeOrigin, sampler, timeline, frames }
+ * where `marks` is client.marks (performance.now() of each first milestone, page marks
+ * included), `timeOrigin` is performance.timeOrigin (so marks of different pages compare:
+ * timeOrigin + mark is wall-clock ms), and `frames` counts frames presented by the page's
+ * main <video> (requestVideoFrameCallback), with the size of the last one.
+ */
+
+import { StatsSampler, Timeline } from "/static/stats.js";
+
+/** @typedef {import("/static/protocol.js").NetraClient} NetraClient */
+/** @typedef {import("/static/protocol.js").State} State */
+/** @typedef {import("/static/stats.js").StatsSample} StatsSample */
+
+/**
+ * @template {Element} T
+ * @param {string} selector
+ * @returns {T}
+ */
+export function $(selector) {
+  const element = document.querySelector(selector);
+  if (!element) throw new Error(`page is missing ${selector}`);
+  return /** @type {T} */ (element);
+}
+
+/**
+ * @typedef {object} FrameCounter
+ * @property {number} count  frames presented so far
+ * @property {number} width  of the last frame
+ * @property {number} height
+ */
+
+/**
+ * Count the frames a <video> presents, and mark the first one and the first 1280x720 one.
+ * @param {HTMLVideoElement} video
+ * @param {Record<string, number>} marks
+ * @returns {FrameCounter}
+ */
+export function countFrames(video, marks) {
+  /** @type {FrameCounter} */
+  const counter = { count: 0, width: 0, height: 0 };
+  if (!("requestVideoFrameCallback" in video)) return counter;
+  /** @type {VideoFrameRequestCallback} */
+  const onFrame = (now, metadata) => {
+    counter.count += 1;
+    counter.width = metadata.width;
+    counter.height = metadata.height;
+    if (!("firstFrame" in marks)) marks.firstFrame = now;
+    if (!("first720" in marks) && metadata.width === 1280 && metadata.height === 720) {
+      marks.first720 = now;
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+  return counter;
+}
+
+/** @param {number} ms  performance.now() */
+function clock(ms) {
+  return `${(ms / 1000).toFixed(3)} s`;
+}
+
+/**
+ * @param {StatsSample} s
+ * @returns {[string, string][]}
+ */
+function statsRows(s) {
+  const size = s.frameWidth && s.frameHeight ? `${s.frameWidth}x${s.frameHeight}` : "–";
+  /** @param {unknown} v */
+  const show = (v) => (v === null || v === undefined ? "–" : String(v));
+  const rows = /** @type {[string, string][]} */ ([
+    ["direction", s.direction],
+    ["codec", show(s.codec)],
+    ["video kbit/s", show(s.videoKbps)],
+    ["audio kbit/s", show(s.audioKbps)],
+    ["frame size", size],
+    ["frames/s", show(s.framesPerSecond)],
+  ]);
+  if (s.direction === "send") {
+    rows.push(["frames encoded", show(s.framesEncoded)]);
+    rows.push(["target kbit/s", show(s.targetBitrateKbps)]);
+    rows.push(["quality limit", show(s.qualityLimitationReason)]);
+  } else {
+    rows.push(["frames decoded", show(s.framesDecoded)]);
+    rows.push(["freezes", show(s.freezeCount)]);
+  }
+  rows.push(["keyframes", show(s.keyFrames)]);
+  rows.push(["PLIs", show(s.pliCount)]);
+  rows.push(["packets lost", show(s.packetsLost)]);
+  rows.push(["RTT ms", show(s.roundTripTimeMs)]);
+  return rows;
+}
+
+/** @param {StatsSample} s */
+function statsLine(s) {
+  const size = s.frameWidth && s.frameHeight ? `${s.frameWidth}x${s.frameHeight}` : "-";
+  const frames = s.direction === "send" ? s.framesEncoded : s.framesDecoded;
+  return (
+    `${clock(s.at)}  ${size} ${s.framesPerSecond ?? "-"}fps  ` +
+    `${s.videoKbps ?? "-"} kbit/s  frames ${frames ?? "-"}  lost ${s.packetsLost ?? "-"}  ` +
+    `rtt ${s.roundTripTimeMs ?? "-"} ms`
+  );
+}
+
+/**
+ * Bind a client to the shared page parts and start the debug panel.
+ * @param {NetraClient} client
+ * @param {Record<State, string>} labels  the text shown for each state word
+ * @param {HTMLVideoElement | null} video  the page's main video, whose frames are counted
+ */
+export function bindPage(client, labels, video) {
+  const body = document.body;
+  const stateText = $("[data-role=state]");
+  const errorLine = $("[data-role=error]");
+  const count = $("[data-role=viewer-count]");
+  const timelineList = $("[data-role=timeline]");
+  const statsTable = $("[data-role=stats]");
+  const statsLog = $("[data-role=stats-log]");
+
+  const timeline = new Timeline();
+  const sampler = new StatsSampler();
+
+  /** @param {State} state @param {string} reason @param {string} [message] */
+  const show = (state, reason, message) => {
+    body.dataset.state = state;
+    body.dataset.reason = reason;
+    stateText.textContent = labels[state];
+    if (state === "error") {
+      errorLine.textContent = message ? `${reason}: ${message}` : reason;
+      errorLine.hidden = false;
+    } else {
+      errorLine.hidden = true;
+      errorLine.textContent = "";
+    }
+  };
+  show(client.state, client.reason);
+
+  client.addEventListener("statechange", (event) => {
+    const { state, reason, message } = /** @type {CustomEvent} */ (event).detail;
+    show(state, reason, message);
+    timeline.record("state", state, message ? `${reason}: ${message}` : reason);
+  });
+  client.addEventListener("viewers", (event) => {
+    count.textContent = String(/** @type {CustomEvent} */ (event).detail.count);
+  });
+  client.addEventListener("peerconnection", (event) => {
+    const pc = /** @type {CustomEvent} */ (event).detail.pc;
+    timeline.watch(pc);
+    sampler.attach(pc);
+  });
+  client.addEventListener("servererror", (event) => {
+    const { code, message, ref } = /** @type {CustomEvent} */ (event).detail;
+    timeline.record("server-error", code, `${message}${ref ? ` (ref ${ref})` : ""}`);
+  });
+
+  timeline.addEventListener("entry", (event) => {
+    const entry = /** @type {CustomEvent} */ (event).detail;
+    const item = document.createElement("li");
+    item.textContent = `${clock(entry.at)}  ${entry.what} = ${entry.value}${
+      entry.detail ? `  (${entry.detail})` : ""
+    }`;
+    timelineList.append(item);
+    while (timelineList.childElementCount > timeline.limit) timelineList.firstElementChild?.remove();
+  });
+  timeline.record("state", client.state, client.reason);
+
+  sampler.addEventListener("sample", (event) => {
+    const sample = /** @type {CustomEvent<StatsSample>} */ (event).detail;
+    statsTable.replaceChildren(
+      ...statsRows(sample).map(([name, value]) => {
+        const row = document.createElement("tr");
+        const th = document.createElement("th");
+        const td = document.createElement("td");
+        th.textContent = name;
+        td.textContent = value;
+        row.append(th, td);
+        return row;
+      }),
+    );
+    statsLog.textContent = sampler.history.slice(-15).map(statsLine).join("\n");
+  });
+  sampler.start();
+
+  const frames = video ? countFrames(video, client.marks) : { count: 0, width: 0, height: 0 };
+  /** @type {any} */ (window).netra = {
+    client,
+    marks: client.marks,
+    timeOrigin: performance.timeOrigin,
+    sampler,
+    timeline,
+    frames,
+  };
+  return { sampler, timeline, frames };
+}
+
+/**
+ * Show a page that cannot start (a bad room id in the URL) as `error`.
+ * @param {string} reason
+ * @param {string} message
+ */
+export function showFatal(reason, message) {
+  document.body.dataset.state = "error";
+  document.body.dataset.reason = reason;
+  const state = document.querySelector("[data-role=state]");
+  if (state) state.textContent = "Error";
+  const line = document.querySelector("[data-role=error]");
+  if (line instanceof HTMLElement) {
+    line.textContent = `${reason}: ${message}`;
+    line.hidden = false;
+  }
+}

@@ -1,0 +1,70 @@
+"""Fixtures for the browser tests: a Netra server on a free loopback port and a headless
+Chromium (Debian's, never one Playwright downloads)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from .harness import OUTPUT, NetraServer, Pages, ServerError, launch_chromium
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in item.nodeid.replace("\\", "/"):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture
+def netra(request: pytest.FixtureRequest) -> Iterator[NetraServer]:
+    """A server of this test alone; its log is test-output/server-<test>.log."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    log_path = OUTPUT / f"server-{name}.log"
+    log_path.unlink(missing_ok=True)
+    server = NetraServer(log_path=log_path)
+    request.node.netra_server = server
+    try:
+        server.start()
+    except ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        try:
+            chromium = await launch_chromium(playwright)
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+async def pages(browser: Browser, netra: NetraServer) -> AsyncIterator[Pages]:
+    """Opens pages of the test's server; fails the test if a page threw an uncaught error."""
+    opened = Pages(browser, netra.base_url)
+    try:
+        yield opened
+        errors = [f"{tab.page.url}: {e}" for tab in opened.tabs for e in tab.errors]
+        assert not errors, "uncaught errors in the pages:\n" + "\n".join(errors)
+    finally:
+        await opened.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    server = getattr(item, "netra_server", None)
+    if server is not None and report.failed:
+        report.sections.append(("netra server log (tail)", server.log_tail(60)))
+    return report

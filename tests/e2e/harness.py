@@ -1,0 +1,272 @@
+"""What the browser tests and benchmarks/browser_timings.py share: a Netra server in a
+subprocess, one headless Chromium, and waits that say what they were waiting for."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # 30 fps instead of the fake camera's default 20 (shared/notes/fan-out.md).
+    "--use-fake-device-for-media-stream=fps=30",
+    "--use-fake-ui-for-media-stream",
+    # Without it Chromium gathers no loopback candidates, and the server offers only 127.0.0.1.
+    "--allow-loopback-in-peer-connection",
+]
+
+
+class ServerError(RuntimeError):
+    """The Netra server did not start or died."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class NetraServer:
+    """`python -m netra serve` on loopback, its output in `log_path`."""
+
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    startup_timeout: float = 20.0
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the server and return once `GET /` answers 200."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        command = [
+            sys.executable, "-m", "netra", "serve",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--candidate-address", "127.0.0.1",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"netra serve exited with {self.process.returncode} before answering GET /;"
+                    f" its log ({self.log_path}) ends:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.base_url + "/", timeout=1) as response:
+                    if response.status == 200:
+                        return
+                    last_error = f"HTTP {response.status}"
+            except (urllib.error.URLError, OSError) as exc:
+                last_error = str(exc)
+            time.sleep(0.1)
+        self.stop()
+        raise ServerError(
+            f"netra serve did not answer GET / within {self.startup_timeout:.0f} s"
+            f" ({last_error}); its log ends:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Terminate exactly the process this object started."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+async def launch_chromium(playwright: Playwright) -> Browser:
+    if not os.access(CHROMIUM, os.X_OK):
+        raise FileNotFoundError(
+            f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium"
+            " (`make chromium` or `apt-get install chromium`); Playwright never downloads one here"
+        )
+    return await playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+    )
+
+
+@dataclass
+class Tab:
+    """One page in its own browser context, with what it logged."""
+
+    page: Page
+    context: BrowserContext
+    console: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.context.close()
+
+
+class Pages:
+    """Opens Netra pages, each in a fresh browser context (a separate 'user')."""
+
+    def __init__(self, browser: Browser, base_url: str) -> None:
+        self.browser = browser
+        self.base_url = base_url
+        self.tabs: list[Tab] = []
+
+    async def open(self, path: str) -> Tab:
+        context = await self.browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await context.new_page()
+        tab = Tab(page=page, context=context)
+
+        def on_console(message: ConsoleMessage) -> None:
+            tab.console.append(f"{message.type}: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: tab.errors.append(str(error)))
+        self.tabs.append(tab)
+        await page.goto(self.base_url + path, timeout=15_000)
+        return tab
+
+    async def close(self) -> None:
+        for tab in self.tabs:
+            try:
+                await tab.context.close()
+            except PlaywrightError:
+                pass
+        self.tabs.clear()
+
+
+# What a page says about itself when a wait fails: window.netra (ui.js) and the DOM.
+DESCRIBE = """() => {
+  const n = window.netra;
+  const video = document.querySelector('video');
+  const text = (sel) => { const e = document.querySelector(sel); return e ? e.textContent : null; };
+  const quality = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+  return {
+    url: location.pathname,
+    state: document.body.dataset.state,
+    reason: document.body.dataset.reason,
+    error: text('[data-role=error]'),
+    viewerCount: text('[data-role=viewer-count]'),
+    video: video ? {width: video.videoWidth, height: video.videoHeight,
+                    frames: quality ? quality.totalVideoFrames : null,
+                    paused: video.paused, readyState: video.readyState} : null,
+    marks: n ? n.marks : null,
+    rendered: n ? n.frames : null,
+    stats: n && n.sampler ? n.sampler.latest : null,
+    timeline: n ? n.timeline.entries.slice(-12).map((e) =>
+      `${(e.at / 1000).toFixed(3)} ${e.what}=${e.value}${e.detail ? ' (' + e.detail + ')' : ''}`
+    ) : null,
+  };
+}"""
+
+
+async def describe(tab: Tab) -> str:
+    try:
+        info: Any = await tab.page.evaluate(DESCRIBE)
+    except PlaywrightError as exc:
+        info = {"describe-failed": str(exc)}
+    if tab.errors:
+        info["pageErrors"] = tab.errors[-5:]
+    if tab.console:
+        info["console"] = tab.console[-8:]
+    return json.dumps(info, indent=1, default=str)
+
+
+async def wait_until(tab: Tab, expression: str, what: str, timeout: float, arg: Any = None) -> Any:
+    """Wait until `expression` (a JS function) returns truthy; on timeout fail with `what`
+    and everything the page can say about itself."""
+    try:
+        handle = await tab.page.wait_for_function(
+            expression, arg=arg, timeout=max(timeout, 0.001) * 1000, polling=100
+        )
+        return await handle.json_value()
+    except PlaywrightTimeoutError:
+        raise AssertionError(
+            f"timed out after {timeout:.1f} s waiting for {what};"
+            f" the page {tab.page.url} says:\n{await describe(tab)}"
+        ) from None
+
+
+async def wait_state(tab: Tab, state: str, timeout: float, *, joined: bool = False) -> None:
+    """Wait for body[data-state] to be `state` (after the client has joined, if `joined`)."""
+    await wait_until(
+        tab,
+        "([state, joined]) => document.body.dataset.state === state"
+        " && (!joined || (window.netra && 'joined' in window.netra.marks))",
+        f"state {state!r}" + (" after joining" if joined else ""),
+        timeout,
+        arg=[state, joined],
+    )
+
+
+async def wait_viewer_count(tab: Tab, count: int, timeout: float) -> None:
+    await wait_until(
+        tab,
+        "(n) => document.querySelector('[data-role=viewer-count]').textContent === String(n)",
+        f"viewer count {count}",
+        timeout,
+        arg=count,
+    )
+
+
+async def wait_video_size(tab: Tab, width: int, height: int, timeout: float) -> None:
+    await wait_until(
+        tab,
+        "([w, h]) => { const v = document.querySelector('[data-role=remote-video]');"
+        " return v && v.videoWidth === w && v.videoHeight === h && !v.paused; }",
+        f"the remote video to play at {width}x{height}",
+        timeout,
+        arg=[width, height],
+    )
+
+
+FRAME_COUNTS = """() => {
+  const v = document.querySelector('[data-role=remote-video]');
+  return {decoded: v.getVideoPlaybackQuality().totalVideoFrames,
+          rendered: window.netra.frames.count};
+}"""
+
+
+async def frame_counts(tab: Tab) -> dict[str, int]:
+    counts: dict[str, int] = await tab.page.evaluate(FRAME_COUNTS)
+    return counts

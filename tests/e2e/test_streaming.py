@@ -1,0 +1,152 @@
+"""A streamer and viewers in a real headless Chromium, through a real Netra server."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import pytest
+
+from .harness import (
+    OUTPUT,
+    NetraServer,
+    Pages,
+    Tab,
+    frame_counts,
+    wait_state,
+    wait_until,
+    wait_video_size,
+    wait_viewer_count,
+)
+
+pytestmark = pytest.mark.browser
+
+# The brief: every viewer plays 1280x720 within this many seconds of "Go live".
+FULL_SIZE_WITHIN = 10.0
+
+
+def new_room() -> str:
+    return f"e2e-{secrets.token_hex(4)}"
+
+
+def remaining(since: float, budget: float) -> float:
+    return budget - (time.monotonic() - since)
+
+
+async def go_live(streamer: Tab) -> float:
+    """Click "Go live" once the page has joined; returns the monotonic time of the click."""
+    await wait_state(streamer, "waiting", timeout=10, joined=True)
+    clicked = time.monotonic()
+    await streamer.page.click("[data-action=go-live]")
+    await wait_state(streamer, "live", timeout=10)
+    return clicked
+
+
+async def assert_frames_advance(tabs: list[Tab], what: str) -> None:
+    """Sample decoded and rendered frame counts twice, a second apart; both must grow."""
+    before = await asyncio.gather(*(frame_counts(tab) for tab in tabs))
+    await asyncio.sleep(1.0)
+    after = await asyncio.gather(*(frame_counts(tab) for tab in tabs))
+    for index, (first, second) in enumerate(zip(before, after, strict=True)):
+        assert second["decoded"] > first["decoded"], f"{what} {index}: decoded frames stalled"
+        assert second["rendered"] > first["rendered"], f"{what} {index}: no new frames presented"
+
+
+async def test_five_viewers_play_720p_and_see_the_stream_end(netra: NetraServer, pages: Pages):
+    room = new_room()
+    streamer = await pages.open(f"/stream/{room}")
+    clicked = await go_live(streamer)
+
+    viewers = [await pages.open(f"/watch/{room}") for _ in range(5)]
+    for index, viewer in enumerate(viewers):
+        budget = remaining(clicked, FULL_SIZE_WITHIN)
+        try:
+            await wait_video_size(viewer, 1280, 720, timeout=budget)
+        except AssertionError as exc:
+            raise AssertionError(f"viewer {index} (of 5): {exc}") from None
+    await assert_frames_advance(viewers, "viewer")
+    for viewer in viewers:
+        await wait_state(viewer, "live", timeout=2)
+
+    await wait_viewer_count(streamer, 5, timeout=5)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    await streamer.page.screenshot(path=str(OUTPUT / "streamer.png"))
+    await viewers[0].page.screenshot(path=str(OUTPUT / "viewer.png"))
+
+    await viewers.pop().close()
+    await wait_viewer_count(streamer, 4, timeout=5)
+
+    await streamer.page.click("[data-action=stop]")
+    await wait_state(streamer, "ended", timeout=5)
+    for viewer in viewers:
+        await wait_state(viewer, "ended", timeout=5)
+
+
+async def test_a_viewer_who_came_early_waits_then_plays_by_itself(netra: NetraServer, pages: Pages):
+    room = new_room()
+    viewer = await pages.open(f"/watch/{room}")
+    await wait_state(viewer, "waiting", timeout=10, joined=True)
+    assert await viewer.page.text_content("[data-role=state]") == "Waiting for the streamer…"
+
+    streamer = await pages.open(f"/stream/{room}")
+    await wait_viewer_count(streamer, 1, timeout=5)
+    clicked = await go_live(streamer)
+
+    await wait_video_size(viewer, 1280, 720, timeout=remaining(clicked, FULL_SIZE_WITHIN))
+    await wait_state(viewer, "live", timeout=2)
+    await assert_frames_advance([viewer], "viewer")
+
+
+async def test_a_second_streamer_in_a_room_is_refused(netra: NetraServer, pages: Pages):
+    room = new_room()
+    first = await pages.open(f"/stream/{room}")
+    await go_live(first)
+
+    second = await pages.open(f"/stream/{room}")
+    await wait_state(second, "error", timeout=10)
+    error = await second.page.text_content("[data-role=error]")
+    assert error is not None and "streamer-exists" in error, error
+    # The first streamer is not disturbed by the refusal.
+    assert await first.page.evaluate("document.body.dataset.state") == "live"
+
+
+async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages):
+    home = await pages.open("/")
+    room = await home.page.input_value("[data-role=room-input]")
+    assert room.startswith("room-"), room
+    watch = await home.page.get_attribute("[data-role=watch-link]", "href")
+    assert watch == f"/watch/{room}"
+
+    await home.page.fill("[data-role=room-input]", "bad room!")
+    assert await home.page.is_disabled("[data-action=go-live]")
+    await home.page.fill("[data-role=room-input]", "my_room-1")
+    await home.page.click("[data-action=go-live]")
+    await home.page.wait_for_url(f"{netra.base_url}/stream/my_room-1", timeout=5_000)
+    await wait_state(home, "waiting", timeout=10, joined=True)
+
+
+async def test_streamer_and_viewer_come_back_after_a_server_restart(
+    netra: NetraServer, pages: Pages
+):
+    room = new_room()
+    streamer = await pages.open(f"/stream/{room}")
+    await go_live(streamer)
+    viewer = await pages.open(f"/watch/{room}")
+    await wait_state(viewer, "live", timeout=10)
+
+    netra.stop()
+    await wait_state(streamer, "reconnecting", timeout=5)
+    await wait_state(viewer, "reconnecting", timeout=5)
+    netra.start()  # same port: the pages reconnect with back-off and join again
+
+    await wait_state(streamer, "live", timeout=20)
+    await wait_until(
+        viewer,
+        "() => document.body.dataset.state === 'live'"
+        " && window.netra.client.marks.joined !== undefined"
+        " && document.querySelector('[data-role=remote-video]').videoWidth > 0",
+        "the viewer to play again after the restart",
+        timeout=20,
+    )
+    await assert_frames_advance([viewer], "viewer")
