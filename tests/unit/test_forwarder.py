@@ -1,0 +1,81 @@
+from netra.media.forwarder import (
+    TrackRewrite,
+    pause,
+    rewrite,
+    seq_newer,
+    upstream_seq,
+    viewer_rtp_timestamp,
+)
+
+
+def state(next_out_seq=1000, ts_offset=5000):
+    return TrackRewrite(ssrc=1, payload_type=96, ts_offset=ts_offset, next_out_seq=next_out_seq)
+
+
+def test_sequence_order_wraps_around():
+    assert seq_newer(1, 0)
+    assert seq_newer(0, 0xFFFF)
+    assert not seq_newer(0xFFFF, 0)
+    assert not seq_newer(5, 5)
+
+
+def test_video_is_dropped_until_a_start_point_then_renumbered_from_the_chosen_start():
+    s = state(next_out_seq=1000)
+    assert rewrite(s, 40, 90_000, can_start=False) is None
+    first = rewrite(s, 41, 93_000, can_start=True)
+    assert first is not None
+    assert (first.sequence_number, first.timestamp) == (1000, 98_000)
+    assert rewrite(s, 42, 93_000, can_start=False).sequence_number == 1001
+
+
+def test_upstream_gaps_stay_gaps_so_retransmissions_map_back():
+    s = state(next_out_seq=10)
+    rewrite(s, 100, 0, True)
+    assert rewrite(s, 103, 0, False).sequence_number == 13
+    late = rewrite(s, 101, 0, False)  # the publisher's retransmission of a lost packet
+    assert late.sequence_number == 11
+
+
+def test_packets_from_before_the_start_are_not_forwarded():
+    s = state()
+    rewrite(s, 500, 0, True)
+    assert rewrite(s, 499, 0, False) is None
+
+
+def test_sequence_and_timestamp_wrap_around():
+    s = state(next_out_seq=0xFFFF, ts_offset=10)
+    rewrite(s, 7, 0xFFFFFFFF - 5, True)
+    nxt = rewrite(s, 8, 0xFFFFFFFF, False)
+    assert nxt.sequence_number == 0
+    assert nxt.timestamp == 9
+
+
+def test_a_paused_stream_resumes_at_the_next_start_point_without_a_gap():
+    s = state(next_out_seq=100)
+    rewrite(s, 10, 0, True)
+    rewrite(s, 11, 0, False)
+    pause(s)
+    assert rewrite(s, 12, 0, False) is None
+    assert rewrite(s, 30, 0, can_start=True).sequence_number == 102
+
+
+def test_a_nack_maps_to_the_publishers_packet_only_within_what_was_sent():
+    s = state(next_out_seq=2000)
+    assert upstream_seq(s, 2000) is None  # nothing sent yet
+    rewrite(s, 300, 0, True)
+    rewrite(s, 301, 0, False)
+    assert upstream_seq(s, 2001) == 301
+    assert upstream_seq(s, 2002) is None  # not sent yet
+    assert upstream_seq(s, 1999) is None  # before this viewer's start
+
+
+def test_long_streams_keep_forwarding_across_many_wraps():
+    s = state(next_out_seq=0)
+    rewrite(s, 0, 0, True)
+    for i in range(1, 200_000):
+        assert rewrite(s, i & 0xFFFF, 0, False).sequence_number == i & 0xFFFF
+
+
+def test_publisher_timestamps_from_sender_reports_map_with_the_same_offset():
+    s = state(ts_offset=0xFFFFFFF0)
+    assert viewer_rtp_timestamp(s, 0x20) == 0x10
