@@ -1,0 +1,186 @@
+"""The signaling session's rules, driven message by message without a network."""
+
+import asyncio
+import json
+
+import pytest
+
+from netra.config import Config
+from netra.rooms.registry import RoomRegistry
+from netra.signaling.session import MAX_ERRORS, SignalingSession
+
+
+class Client:
+    """A session with its outgoing messages collected; `expect` waits for the next one."""
+
+    def __init__(self, rooms: RoomRegistry):
+        self.outgoing: asyncio.Queue = asyncio.Queue()
+        self.closed_with: tuple[int, str] | None = None
+
+        async def send(text):
+            await self.outgoing.put(json.loads(text))
+
+        async def close(code, reason):
+            self.closed_with = (code, reason)
+            self.session.socket_closed()
+
+        self.session = SignalingSession(
+            config=Config(), registry=rooms, ice_servers=[], send=send, close=close
+        )
+        self.task = asyncio.create_task(self.session.run())
+
+    def send(self, message) -> None:
+        self.session.receive(message if isinstance(message, str) else json.dumps(message))
+
+    async def expect(self, type_: str, timeout: float = 5.0) -> dict:
+        seen = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await self.outgoing.get()
+                    if message["type"] == type_:
+                        return message
+                    seen.append(message)
+        except TimeoutError:
+            raise AssertionError(f"no {type_!r} within {timeout}s; got {seen}") from None
+
+    async def error(self, message) -> dict:
+        self.send(message)
+        return await self.expect("error")
+
+    async def join(self, room="r", role="viewer") -> dict:
+        self.send({"type": "join", "roomId": room, "role": role})
+        return await self.expect("joined")
+
+    async def stop(self) -> None:
+        self.session.socket_closed()
+        await asyncio.wait_for(self.task, 5)
+
+
+@pytest.fixture
+async def rooms():
+    return RoomRegistry()
+
+
+@pytest.fixture
+async def client(rooms):
+    c = Client(rooms)
+    yield c
+    await c.stop()
+
+
+async def test_join_binds_room_and_role_and_reports_the_room(client):
+    joined = await client.join("lobby", "viewer")
+    assert joined["roomId"] == "lobby" and joined["role"] == "viewer"
+    assert joined["live"] is False and joined["iceServers"] == []
+    assert len(joined["clientId"]) >= 8
+    assert (await client.expect("viewers"))["count"] == 1
+
+
+async def test_messages_before_join_are_refused_as_not_joined(client):
+    for message in ({"type": "offer", "sdp": "v=0"}, {"type": "leave"},
+                    {"type": "candidate", "candidate": None}, {"type": "answer", "sdp": "x"}):
+        error = await client.error(message)
+        assert error["code"] == "not-joined" and error["ref"] == message["type"]
+
+
+async def test_ping_works_before_and_after_join(client):
+    client.send({"type": "ping", "id": "a"})
+    assert (await client.expect("pong"))["id"] == "a"
+
+
+async def test_a_message_naming_another_room_is_refused(client):
+    await client.join("mine", "streamer")
+    error = await client.error({"type": "offer", "roomId": "theirs", "sdp": "v=0"})
+    assert error["code"] == "wrong-room"
+
+
+async def test_a_message_repeating_its_own_room_is_accepted(client):
+    await client.join("mine", "viewer")
+    client.send({"type": "leave", "roomId": "mine"})
+    client.send({"type": "ping", "id": 1})
+    await client.expect("pong")
+    assert client.session.room is None
+
+
+async def test_a_second_join_is_refused(client):
+    await client.join()
+    assert (await client.error({"type": "join", "roomId": "x", "role": "viewer"}))["code"] == (
+        "already-joined"
+    )
+
+
+async def test_whoever_sends_media_makes_the_offer(rooms):
+    viewer, streamer = Client(rooms), Client(rooms)
+    try:
+        await viewer.join("r", "viewer")
+        await streamer.join("r", "streamer")
+        assert (await viewer.error({"type": "offer", "sdp": "v=0"}))["code"] == "wrong-role"
+        assert (await streamer.error({"type": "answer", "sdp": "v=0"}))["code"] == "wrong-role"
+    finally:
+        await viewer.stop()
+        await streamer.stop()
+
+
+async def test_an_answer_without_an_offer_is_out_of_order(client):
+    await client.join("r", "viewer")
+    assert (await client.error({"type": "answer", "sdp": "v=0"}))["code"] == "out-of-order"
+    error = await client.error({"type": "candidate", "candidate": None})
+    assert error["code"] == "out-of-order"
+
+
+async def test_a_second_streamer_is_refused_with_streamer_exists(rooms):
+    first, second = Client(rooms), Client(rooms)
+    try:
+        await first.join("r", "streamer")
+        second.send({"type": "join", "roomId": "r", "role": "streamer"})
+        error = await second.expect("error")
+        assert error["code"] == "streamer-exists" and "already has a streamer" in error["message"]
+        assert second.session.room is None  # and it may join as a viewer instead
+        await second.join("r", "viewer")
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_an_unusable_offer_fails_negotiation_and_the_session_stays_usable(client):
+    await client.join("r", "streamer")
+    error = await client.error({"type": "offer", "sdp": "v=0\r\nthis is not sdp"})
+    assert error["code"] == "negotiation-failed"
+    assert client.session.peer is None
+    client.send({"type": "ping"})
+    await client.expect("pong")
+
+
+async def test_garbage_gets_typed_errors_then_the_connection_is_closed(client):
+    codes = []
+    for _ in range(MAX_ERRORS - 1):
+        codes.append((await client.error("{nope"))["code"])
+    assert set(codes) == {"bad-json"}
+    assert client.closed_with is None
+    final = await client.error('{"type":"bogus"}')
+    assert final["code"] == "too-many-errors"
+    await asyncio.wait_for(client.task, 5)
+    assert client.closed_with[0] == 1008
+
+
+async def test_one_bad_client_does_not_affect_another(rooms):
+    bad, good = Client(rooms), Client(rooms)
+    try:
+        await good.join("r", "viewer")
+        for _ in range(MAX_ERRORS):
+            bad.send("garbage")
+        await asyncio.wait_for(bad.task, 5)
+        good.send({"type": "ping", "id": 2})
+        assert (await good.expect("pong"))["id"] == 2
+        assert good.session.room is rooms.get("r")
+    finally:
+        await good.stop()
+        await bad.stop()
+
+
+async def test_closing_the_socket_leaves_the_room(rooms):
+    client = Client(rooms)
+    await client.join("r", "viewer")
+    await client.stop()
+    assert rooms.get("r") is None
