@@ -30,6 +30,7 @@ chromium:
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/netra
 
 test: install-test chromium lint
 	$(BIN)/python -m pytest -q

@@ -67,9 +67,9 @@ def run(config: Config) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux
-        uvloop = None
-    if uvloop is not None:
-        uvloop.install()
+        pass
+    else:
+        uvloop.install()  # fan-out.md: +20-50 % viewers per core for packet forwarding
     shown = "localhost" if config.host in ("0.0.0.0", "::") else config.host
     logger.info("Netra on http://%s:%d", shown, config.port)
     web.run_app(create_app(config), host=config.host, port=config.port, print=None)

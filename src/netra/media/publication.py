@@ -143,7 +143,9 @@ class Publication:
         key = subscription.group_key
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = Group(*key[:2], subscription.header_extensions)
+            group = self._groups[key] = Group(
+                subscription.payload_type, subscription.mid, subscription.header_extensions
+            )
         group.subscriptions.append(subscription)
         if self.kind == "video":
             self.request_keyframe()

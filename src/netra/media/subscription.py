@@ -81,10 +81,14 @@ class Subscription:
         return aiortc_private.negotiated_header_extensions(self._transceiver)
 
     @property
+    def mid(self) -> str:
+        return str(self._transceiver.mid)
+
+    @property
     def group_key(self) -> tuple[Any, ...]:
         return (
             self.payload_type,
-            self._transceiver.mid,
+            self.mid,
             tuple((e.id, e.uri) for e in self.header_extensions),
         )
 
