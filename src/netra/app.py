@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler
 from aiortc import RTCIceServer
 
 from netra.config import Config
@@ -19,7 +20,7 @@ logger = logging.getLogger("netra")
 
 STATIC = Path(__file__).parent / "static"
 
-def _page(name: str):  # type: ignore[no-untyped-def]
+def _page(name: str) -> Handler:
     async def handler(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 

@@ -24,12 +24,23 @@ _CLASS_NAMES: tuple[tuple[type, str], ...] = (
     (RTCRtpSender, "_handle_rtcp_packet"),
     (RTCDtlsTransport, "_register_rtp_sender"),
     (RTCDtlsTransport, "_send_rtp"),
+    (RTCDtlsTransport, "transport"),
 )
 _MODULE_NAMES: tuple[tuple[Any, str], ...] = (
     (aioice.ice, "get_host_addresses"),
     (aiortc.rtcpeerconnection, "filter_preferred_codecs"),
 )
 _RECEIVER_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
+    (RTCRtpReceiver, _RECEIVER_JITTER_BUFFER),
+    (RTCRtpSender, "_ssrc"),
+    (RTCRtpTransceiver, "_codecs"),
+    (RTCRtpTransceiver, "_headerExtensions"),
+    (RTCDtlsTransport, "_tx_srtp"),
+    (RTCDtlsTransport, "_state"),
+    (RTCIceTransport, "_connection"),
+    (aioice.ice.Connection, "_nominated"),
+)
 
 
 class PrivateApiMissing(RuntimeError):
@@ -42,39 +53,14 @@ def check() -> None:
         f"{owner.__name__}.{name}" for owner, name in _CLASS_NAMES if not hasattr(owner, name)
     ]
     missing += [f"{mod.__name__}.{name}" for mod, name in _MODULE_NAMES if not hasattr(mod, name)]
-    # Instance attributes exist only once objects are built.
-    receiver = RTCRtpReceiver("video", _DummyTransport())  # type: ignore[arg-type]
-    if not hasattr(receiver, _RECEIVER_JITTER_BUFFER):
-        missing.append(f"RTCRtpReceiver.{_RECEIVER_JITTER_BUFFER}")
-    sender = RTCRtpSender("video", _DummyTransport())  # type: ignore[arg-type]
-    for name in ("_ssrc",):
-        if not hasattr(sender, name):
-            missing.append(f"RTCRtpSender.{name}")
-    for name in ("_codecs", "_headerExtensions"):
-        if name not in RTCRtpTransceiver.__init__.__code__.co_names:
-            missing.append(f"RTCRtpTransceiver.{name}")
-    if not hasattr(RTCDtlsTransport, "transport"):
-        missing.append("RTCDtlsTransport.transport")
-    for attr in ("_tx_srtp", "_state"):
-        if attr not in RTCDtlsTransport.__init__.__code__.co_names:
-            missing.append(f"RTCDtlsTransport.{attr}")
-    if "_nominated" not in aioice.ice.Connection.__init__.__code__.co_names:
-        missing.append("aioice.ice.Connection._nominated")
-    if "_connection" not in RTCIceTransport.__init__.__code__.co_names:
-        missing.append("RTCIceTransport._connection")
+    # Instance attributes: look for the assignment in each constructor's code.
+    for owner, name in _INSTANCE_NAMES:
+        if name not in vars(owner)["__init__"].__code__.co_names:
+            missing.append(f"{owner.__name__}.{name}")
     if missing:
         raise PrivateApiMissing(
             "aiortc internals that Netra's forwarder needs are missing: " + ", ".join(missing)
         )
-
-
-class _DummyTransport:
-    """Enough of an RTCDtlsTransport for a receiver or sender constructor."""
-
-    state = "new"
-
-    def _register_rtp_receiver(self, *args: object) -> None:  # pragma: no cover
-        pass
 
 
 # --- ICE candidates -----------------------------------------------------------------------

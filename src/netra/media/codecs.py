@@ -6,6 +6,8 @@ before it would be undecodable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiortc import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 
@@ -60,7 +62,7 @@ def is_h264_keyframe_start(payload: bytes) -> bool:
     return False
 
 
-def keyframe_detector(mime_type: str):  # type: ignore[no-untyped-def]
+def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
     """The keyframe test for a codec, or None for codecs without keyframes (audio)."""
     mime = mime_type.lower()
     if mime == "video/vp8":

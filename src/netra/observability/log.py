@@ -7,7 +7,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 
-class ParticipantLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class ParticipantLog(logging.LoggerAdapter):
     """Prefixes each message with `room=… client=… role=…`; fields can be set after join."""
 
     def __init__(self, logger: logging.Logger, client_id: str) -> None:
@@ -15,7 +15,7 @@ class ParticipantLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def bind(self, room: str, role: str) -> None:
         assert self.extra is not None
-        self.extra = {**self.extra, "room": room, "role": role}  # type: ignore[dict-item]
+        self.extra = {**self.extra, "room": room, "role": role}
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         extra = self.extra or {}
