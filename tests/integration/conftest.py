@@ -11,6 +11,7 @@ test started (server included) is still alive once everything is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import threading
 from collections.abc import AsyncIterator
@@ -59,6 +60,16 @@ class Peers:
 
     server: Server
     clients: list[Publisher | Viewer | Signaling] = field(default_factory=list)
+    # The longest the event loop was late to wake a 10 ms sleep: timing-sensitive tests
+    # report it, since the server and the peers share this loop.
+    loop_lag: float = 0.0
+
+    async def watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            self.loop_lag = max(self.loop_lag, loop.time() - before - 0.01)
 
     async def signaling(self) -> Signaling:
         client = await Signaling.connect(self.server.url)
@@ -86,10 +97,14 @@ async def peers(server: Server) -> AsyncIterator[Peers]:
     tasks_before = asyncio.all_tasks()
     threads_before = set(threading.enumerate())
     made = Peers(server)
+    lag = asyncio.create_task(made.watch_loop_lag(), name="loop-lag")
     try:
         yield made
     finally:
         await made.close()
+        lag.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag
     # The server's own tasks for these clients must be gone too: closing a socket frees
     # everything of its client (docs/protocol.md, `leave`).
     await _assert_nothing_left(tasks_before, threads_before, "after closing the test peers")
@@ -103,7 +118,12 @@ async def _assert_nothing_left(
     current = asyncio.current_task()
     while True:
         tasks = {t for t in asyncio.all_tasks() - tasks_before if t is not current and not t.done()}
-        threads = {t for t in set(threading.enumerate()) - threads_before if t.is_alive()}
+        threads = {
+            t
+            for t in set(threading.enumerate()) - threads_before
+            # the loop's default executor (getaddrinfo): shut down with the loop
+            if t.is_alive() and not t.name.startswith("asyncio_")
+        }
         if not tasks and not threads:
             return
         if loop.time() > deadline:

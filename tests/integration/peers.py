@@ -27,7 +27,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket
 
-from .probe import PayloadType, RtpRecord, RtpTap, payload_types
+from .probe import PayloadType, RtpRecord, RtpTap, WireRecord, payload_types
 from .tracks import (
     AudioSample,
     TestPatternTrack,
@@ -38,6 +38,7 @@ from .tracks import (
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -234,6 +235,11 @@ class Publisher:
             await self.pc.close()
         self.pc = None
 
+    async def drop_signaling(self) -> None:
+        """Close only the WebSocket, as a lost network or a closed tab would; the peer
+        connection stays up until the server closes it."""
+        await self.signaling.close()
+
     async def close(self) -> None:
         await self.stop_media()
         for pc in self.pcs:
@@ -352,14 +358,34 @@ class Reception:
         what: str,
         start: int = 0,
     ) -> RtpRecord:
-        """The first packet from index `start` on that satisfies `predicate`."""
+        """The first packet after SRTP, from index `start` on, that satisfies `predicate`."""
+        return await self._wait_record(lambda: self.tap.rtp, predicate, timeout, what, start)
+
+    async def wait_wire(
+        self,
+        predicate: Callable[[WireRecord], bool],
+        timeout: float,
+        what: str,
+        start: int = 0,
+    ) -> WireRecord:
+        """The first packet header before SRTP, from index `start` on, that satisfies it."""
+        return await self._wait_record(lambda: self.tap.wire, predicate, timeout, what, start)
+
+    async def _wait_record(
+        self,
+        records: Callable[[], list[R]],
+        predicate: Callable[[R], bool],
+        timeout: float,
+        what: str,
+        start: int,
+    ) -> R:
         scanned = start
 
-        def find() -> RtpRecord | None:
+        def find() -> R | None:
             nonlocal scanned
-            records = self.tap.rtp
-            while scanned < len(records):
-                record = records[scanned]
+            seen = records()
+            while scanned < len(seen):
+                record = seen[scanned]
                 scanned += 1
                 if predicate(record):
                     return record

@@ -1,9 +1,13 @@
 """A viewer-side tap on the RTP and RTCP a peer connection receives, and the parsing it needs.
 
-The tap wraps, on the instance, RTCDtlsTransport._handle_rtp_data/_handle_rtcp_data: they see
-every packet after SRTP and before aiortc routes it, so a test sees retransmissions (also RTX)
-and sender reports exactly as they arrived. Only header fields and the first payload bytes are
-kept.
+The tap wraps, on the instance, two layers:
+- RTCDtlsTransport._handle_rtp_data/_handle_rtcp_data see every packet after SRTP and before
+  aiortc routes it: RTP (also RTX) and sender reports as they arrived.
+- RTCIceTransport._recv sees every datagram before SRTP. SRTP leaves the RTP header in clear
+  (RFC 3711 §3.1), so this "wire" view sees packets that SRTP then discards, such as a
+  retransmission of a packet already received (libsrtp's replay check), and it can drop
+  datagrams on purpose to simulate loss.
+Only header fields and the first payload bytes are kept.
 """
 
 from __future__ import annotations
@@ -76,10 +80,39 @@ class SenderReport:
         )
 
 
+@dataclass(frozen=True)
+class WireRecord:
+    """The clear header of one SRTP packet as it came off the wire."""
+
+    arrival: float
+    ssrc: int
+    payload_type: int
+    sequence_number: int
+    timestamp: int
+
+
+def parse_wire(data: bytes) -> WireRecord | None:
+    """The header of an SRTP (not SRTCP) datagram, or None for anything else."""
+    if len(data) < 12 or not 127 < data[0] < 192 or 192 <= data[1] <= 223:
+        return None
+    sequence_number, timestamp, ssrc = struct.unpack_from("!HII", data, 2)
+    return WireRecord(
+        arrival=time.time(),
+        ssrc=ssrc,
+        payload_type=data[1] & 0x7F,
+        sequence_number=sequence_number,
+        timestamp=timestamp,
+    )
+
+
 class RtpTap:
     """Records what one DTLS transport receives; calls `on_change` after each packet."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
+        self.wire: list[WireRecord] = []
+        # Set to simulate loss: datagrams whose header it accepts are discarded before SRTP.
+        self.drop: Callable[[WireRecord], bool] | None = None
+        self.dropped: list[WireRecord] = []
         self.rtp: list[RtpRecord] = []
         self.sender_reports: list[SenderReport] = []
         self.rtcp_packets = 0
@@ -103,6 +136,25 @@ class RtpTap:
 
         transport._handle_rtp_data = tapped_rtp  # type: ignore[method-assign]
         transport._handle_rtcp_data = tapped_rtcp  # type: ignore[method-assign]
+
+        ice = transport.transport
+        recv: Callable[[], Awaitable[bytes]] = ice._recv
+
+        async def tapped_recv() -> bytes:
+            while True:
+                data = await recv()
+                record = parse_wire(data)
+                if record is None:
+                    return data
+                if self.drop is not None and self.drop(record):
+                    self.dropped.append(record)
+                    self._on_change()
+                    continue
+                self.wire.append(record)
+                self._on_change()
+                return data
+
+        ice._recv = tapped_recv
 
     def _record_rtp(self, data: bytes) -> None:
         arrival = time.time()

@@ -58,7 +58,7 @@ async def test_a_streamer_whose_socket_closes_ends_the_stream_and_a_new_one_play
     await publisher.join_and_publish()
     viewers = await watching(peers, "reconnect", 2)
 
-    await publisher.close()
+    await publisher.drop_signaling()
     await assert_stream_ended(viewers, "streamer-disconnected")
 
     returning = await peers.publisher("reconnect", width=160, height=120)

@@ -35,7 +35,7 @@ async def test_a_viewer_computes_less_than_20_ms_of_audio_video_skew(peers: Peer
     transit = transit_times(
         reception.tap.rtp, reception.tap.sender_reports, reception.payload_types
     )
-    assert len(transit.get("audio", [])) >= 50 and len(transit.get("video", [])) >= 50, {
+    assert len(transit.get("audio", [])) >= 30 and len(transit.get("video", [])) >= 30, {
         kind: len(values) for kind, values in transit.items()
     }
     audio = statistics.median(transit["audio"])
@@ -43,5 +43,5 @@ async def test_a_viewer_computes_less_than_20_ms_of_audio_video_skew(peers: Peer
     skew = audio - video
     assert abs(skew) < MAX_SKEW, (
         f"audio arrives {audio * 1000:.1f} ms after capture, video {video * 1000:.1f} ms: "
-        f"skew {skew * 1000:.1f} ms"
+        f"skew {skew * 1000:.1f} ms (event loop lagged up to {peers.loop_lag * 1000:.0f} ms)"
     )
