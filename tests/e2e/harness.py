@@ -137,8 +137,12 @@ class Tab:
 
     page: Page
     context: BrowserContext
+    base_url: str
     console: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    async def goto(self, path: str) -> None:
+        await self.page.goto(self.base_url + path, timeout=15_000)
 
     async def close(self) -> None:
         await self.context.close()
@@ -152,10 +156,11 @@ class Pages:
         self.base_url = base_url
         self.tabs: list[Tab] = []
 
-    async def open(self, path: str) -> Tab:
+    async def new_tab(self) -> Tab:
+        """A blank page in a new context: a user whose browser is open, before the link."""
         context = await self.browser.new_context(viewport={"width": 1280, "height": 900})
         page = await context.new_page()
-        tab = Tab(page=page, context=context)
+        tab = Tab(page=page, context=context, base_url=self.base_url)
 
         def on_console(message: ConsoleMessage) -> None:
             tab.console.append(f"{message.type}: {message.text}")
@@ -163,7 +168,11 @@ class Pages:
         page.on("console", on_console)
         page.on("pageerror", lambda error: tab.errors.append(str(error)))
         self.tabs.append(tab)
-        await page.goto(self.base_url + path, timeout=15_000)
+        return tab
+
+    async def open(self, path: str) -> Tab:
+        tab = await self.new_tab()
+        await tab.goto(path)
         return tab
 
     async def close(self) -> None:
@@ -221,8 +230,9 @@ async def wait_until(tab: Tab, expression: str, what: str, timeout: float, arg: 
         )
         return await handle.json_value()
     except PlaywrightTimeoutError:
+        waited = f"after {timeout:.1f} s" if timeout > 0 else "(its deadline had already passed)"
         raise AssertionError(
-            f"timed out after {timeout:.1f} s waiting for {what};"
+            f"timed out {waited} waiting for {what};"
             f" the page {tab.page.url} says:\n{await describe(tab)}"
         ) from None
 
