@@ -92,7 +92,9 @@ async def test_five_viewers_play_720p_and_see_the_stream_end(netra: NetraServer,
     await wait_viewer_count(streamer, 5, timeout=5)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     await streamer.page.screenshot(path=str(OUTPUT / "streamer.png"))
-    await viewers[0].page.screenshot(path=str(OUTPUT / "viewer.png"))
+    await viewers[0].page.click("[data-role=debug] summary")
+    await asyncio.sleep(1.2)  # one stats sample into the open panel
+    await viewers[0].page.screenshot(path=str(OUTPUT / "viewer.png"), full_page=True)
 
     await viewers.pop().close()
     await wait_viewer_count(streamer, 4, timeout=5)

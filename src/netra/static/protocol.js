@@ -123,8 +123,10 @@ export class NetraClient extends EventTarget {
     this.openTimeout = options.openTimeout ?? 10_000;
     this.disconnectedGrace = options.disconnectedGrace ?? 8_000;
 
+    // A streamer is `waiting` until it goes live; a viewer is `connecting` until it has joined
+    // and knows whether there is a stream.
     /** @type {State} */
-    this.state = "waiting";
+    this.state = this.role === "streamer" ? "waiting" : "connecting";
     /** @type {string} */
     this.reason = "init";
     /** @type {string | null} */

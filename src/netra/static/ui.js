@@ -116,7 +116,7 @@ function statsLine(s) {
  */
 export function bindPage(client, labels, video) {
   const body = document.body;
-  const stateText = $("[data-role=state]");
+  const stateTexts = document.querySelectorAll("[data-role=state]");
   const errorLine = $("[data-role=error]");
   const count = $("[data-role=viewer-count]");
   const timelineList = $("[data-role=timeline]");
@@ -130,7 +130,7 @@ export function bindPage(client, labels, video) {
   const show = (state, reason, message) => {
     body.dataset.state = state;
     body.dataset.reason = reason;
-    stateText.textContent = labels[state];
+    for (const element of stateTexts) element.textContent = labels[state];
     if (state === "error") {
       errorLine.textContent = message ? `${reason}: ${message}` : reason;
       errorLine.hidden = false;
@@ -207,8 +207,9 @@ export function bindPage(client, labels, video) {
 export function showFatal(reason, message) {
   document.body.dataset.state = "error";
   document.body.dataset.reason = reason;
-  const state = document.querySelector("[data-role=state]");
-  if (state) state.textContent = "Error";
+  for (const element of document.querySelectorAll("[data-role=state]")) {
+    element.textContent = "Error";
+  }
   const line = document.querySelector("[data-role=error]");
   if (line instanceof HTMLElement) {
     line.textContent = `${reason}: ${message}`;
