@@ -27,7 +27,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket
 
-from .probe import PayloadType, RtpRecord, RtpTap, WireRecord, payload_types
+from .probe import PayloadType, RtpRecord, RtpTap, SendTap, WireRecord, payload_types
 from .tracks import (
     AudioSample,
     TestPatternTrack,
@@ -58,8 +58,10 @@ class Changes:
         self._event = asyncio.Event()
 
     async def wait_until(
-        self, predicate: Callable[[], T], timeout: float, what: str | Callable[[], str]
+        self, predicate: Callable[[], T | None], timeout: float, what: str | Callable[[], str]
     ) -> T:
+        """Wait until `predicate()` is truthy and return it; raise WaitTimeout describing
+        `what` when `timeout` seconds pass first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -190,6 +192,8 @@ class Publisher:
         self.pcs: list[RTCPeerConnection] = []
         self.video: TestPatternTrack | None = None
         self.audio: ToneTrack | None = None
+        self.sent = SendTap()  # what the current peer connection sent
+        self.payload_types: dict[int, PayloadType] = {}
 
     async def join(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         await self.signaling.send({"type": "join", "roomId": self.room_id, "role": "streamer"})
@@ -211,6 +215,13 @@ class Publisher:
         await self.signaling.send({"type": "candidate", "candidate": None})
         answer = await self.signaling.next_message("answer", timeout)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        # After the answer: BUNDLE has replaced the second transport by then. Media starts
+        # only once DTLS connects, later.
+        self.sent = SendTap()
+        for transceiver in pc.getTransceivers():
+            if transceiver.sender.transport is not None:
+                self.sent.attach(transceiver.sender.transport)
+        self.payload_types = payload_types(pc.localDescription.sdp)
 
     async def wait_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         pc = self.pc
@@ -235,6 +246,13 @@ class Publisher:
             await self.pc.close()
         self.pc = None
 
+    async def wait_closed_by_server(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """The server closed its end of our peer connection (DTLS close_notify), so aiortc
+        closed ours."""
+        pc = self.pc
+        assert pc is not None, "publish() first"
+        await wait_pc_state(pc, "closed", timeout, "publisher")
+
     async def drop_signaling(self) -> None:
         """Close only the WebSocket, as a lost network or a closed tab would; the peer
         connection stays up until the server closes it."""
@@ -248,17 +266,24 @@ class Publisher:
 
 
 async def wait_connected(pc: RTCPeerConnection, timeout: float, who: str) -> None:
+    await wait_pc_state(pc, "connected", timeout, who)
+
+
+async def wait_pc_state(pc: RTCPeerConnection, state: str, timeout: float, who: str) -> None:
+    """Wait for `pc.connectionState == state`; a peer that fails or closes first fails fast."""
     changes = Changes()
     pc.on("connectionstatechange", changes.notify)
     try:
 
-        def connected() -> bool:
+        def reached() -> bool:
+            if pc.connectionState == state:
+                return True
             if pc.connectionState in ("failed", "closed"):
-                raise WaitTimeout(f"{who} peer connection went {pc.connectionState}")
-            return pc.connectionState == "connected"
+                raise WaitTimeout(f"{who} peer connection went {pc.connectionState}, not {state}")
+            return False
 
         await changes.wait_until(
-            connected, timeout, lambda: f"connected {who} peer ({pc.connectionState})"
+            reached, timeout, lambda: f"{state} {who} peer (it is {pc.connectionState})"
         )
     finally:
         pc.remove_listener("connectionstatechange", changes.notify)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiortc import RTCDtlsTransport
-from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
+from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket, is_rtcp
 from aiortc.sdp import SessionDescription
 
 # Seconds between the NTP epoch (1900) and the Unix epoch (1970).
@@ -39,6 +39,8 @@ def payload_types(sdp: str) -> dict[int, PayloadType]:
     types: dict[int, PayloadType] = {}
     for media in SessionDescription.parse(sdp).media:
         for codec in media.rtp.codecs:
+            if codec.payloadType is None:
+                continue
             apt = codec.parameters.get("apt")
             types[codec.payloadType] = PayloadType(
                 kind=media.kind,
@@ -277,3 +279,52 @@ def transit_times(
         )
         transit.setdefault(pt.kind, []).append(record.arrival - capture)
     return transit
+
+
+class SendTap:
+    """Records what a peer sends on one DTLS transport (a publisher's RTP and sender
+    reports), with send times in `arrival`, so the same analysis applies on both sides."""
+
+    def __init__(self) -> None:
+        self.rtp: list[RtpRecord] = []
+        self.sender_reports: list[SenderReport] = []
+        self._transports: list[RTCDtlsTransport] = []
+
+    def attach(self, transport: RTCDtlsTransport) -> None:
+        if any(t is transport for t in self._transports):
+            return
+        self._transports.append(transport)
+        send: Callable[[bytes], Awaitable[None]] = transport._send_rtp
+
+        async def tapped_send(data: bytes) -> None:
+            await send(data)
+            self._record(data)
+
+        transport._send_rtp = tapped_send  # type: ignore[method-assign]
+
+    def _record(self, data: bytes) -> None:
+        now = time.time()
+        if is_rtcp(data):
+            try:
+                packets = RtcpPacket.parse(data)
+            except ValueError:
+                return
+            for packet in packets:
+                if isinstance(packet, RtcpSrPacket):
+                    info = packet.sender_info
+                    self.sender_reports.append(
+                        SenderReport(now, packet.ssrc, info.ntp_timestamp, info.rtp_timestamp)
+                    )
+            return
+        sequence_number, timestamp, ssrc = struct.unpack_from("!HII", data, 2)
+        self.rtp.append(
+            RtpRecord(
+                arrival=now,
+                ssrc=ssrc,
+                payload_type=data[1] & 0x7F,
+                sequence_number=sequence_number,
+                timestamp=timestamp,
+                marker=bool(data[1] & 0x80),
+                payload=b"",
+            )
+        )

@@ -71,7 +71,7 @@ async def test_a_viewer_nack_is_answered_with_the_same_packet_from_the_servers_h
         return next((r for r in reception.tap.rtp[rtp_mark:] if repairs(r)), None)
 
     await nack(reception, video_ssrc, target)
-    repeat = await reception.changes.wait_until(
+    repeat: WireRecord | RtpRecord = await reception.changes.wait_until(
         repeated,
         timeout=1.0,
         what=lambda: f"retransmission of video packet {target}; {reception.describe()}",
@@ -120,6 +120,10 @@ async def test_a_viewer_pli_brings_a_new_keyframe(peers: Peers) -> None:
     )
 
     mark = len(reception.tap.rtp)
+    unasked = [
+        r for r in reception.tap.rtp[:mark] if keyframe(r) and r.timestamp != first.timestamp
+    ]
+    assert not unasked, f"keyframes before the PLI, so the test cannot tell: {unasked}"
     sent = time.time()
     pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=reception.rtcp_ssrc(), media_ssrc=video_ssrc)
     await reception.send_rtcp(pli)

@@ -60,6 +60,7 @@ async def test_a_streamer_whose_socket_closes_ends_the_stream_and_a_new_one_play
 
     await publisher.drop_signaling()
     await assert_stream_ended(viewers, "streamer-disconnected")
+    await publisher.wait_closed_by_server()  # the server frees everything of that client
 
     returning = await peers.publisher("reconnect", width=160, height=120)
     joined = await returning.join()
@@ -67,6 +68,24 @@ async def test_a_streamer_whose_socket_closes_ends_the_stream_and_a_new_one_play
     await returning.publish()
     await returning.wait_connected()
     await assert_plays_again(viewers, 160, 120)
+
+
+async def test_a_streamer_whose_peer_connection_closes_ends_the_stream_as_failed(
+    peers: Peers,
+) -> None:
+    publisher = await peers.publisher("failing")
+    await publisher.join_and_publish()
+    viewers = await watching(peers, "failing", 1)
+
+    await publisher.stop_media()  # the media goes; the socket stays
+    await assert_stream_ended(viewers, "streamer-failed")
+    ended = await publisher.signaling.next_message("stream-ended")  # "viewers and the streamer"
+    assert ended.get("reason") == "streamer-failed", ended
+
+    # Still joined as the streamer: it may publish again on the same socket.
+    await publisher.publish()
+    await publisher.wait_connected()
+    await assert_plays_again(viewers, 320, 240)
 
 
 async def test_a_second_streamer_is_refused_and_the_first_keeps_streaming(peers: Peers) -> None:

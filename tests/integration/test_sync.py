@@ -10,6 +10,13 @@ from .probe import transit_times
 MAX_SKEW = 0.020
 
 
+def skew(transit: dict[str, list[float]]) -> tuple[float, float, float]:
+    """(audio, video, audio - video) of the median transit times, in seconds."""
+    audio = statistics.median(transit["audio"])
+    video = statistics.median(transit["video"])
+    return audio, video, audio - video
+
+
 async def test_a_viewer_computes_less_than_20_ms_of_audio_video_skew(peers: Peers) -> None:
     publisher = await peers.publisher("sync")
     await publisher.join_and_publish()
@@ -30,18 +37,24 @@ async def test_a_viewer_computes_less_than_20_ms_of_audio_video_skew(peers: Peer
             f"(got reports for {reported()})"
         ),
     )
-    await reception.wait_more_frames(video=45, audio=75, timeout=5.0)  # 1.5 s more
+    # 2.5 s more: publishers report every 0.5–1.5 s, so the median spans several reports.
+    await reception.wait_more_frames(video=75, audio=125, timeout=6.0)
 
     transit = transit_times(
         reception.tap.rtp, reception.tap.sender_reports, reception.payload_types
     )
-    assert len(transit.get("audio", [])) >= 30 and len(transit.get("video", [])) >= 30, {
+    assert len(transit.get("audio", [])) >= 60 and len(transit.get("video", [])) >= 40, {
         kind: len(values) for kind, values in transit.items()
     }
-    audio = statistics.median(transit["audio"])
-    video = statistics.median(transit["video"])
-    skew = audio - video
-    assert abs(skew) < MAX_SKEW, (
+    audio, video, viewer_skew = skew(transit)
+    # The same measure at the publisher, send time for arrival: aiortc's sender reports map
+    # RTP time to *send* time, so a stall in this process skews the publisher's own mapping.
+    # It is not asserted; it tells a server fault from a test-machine hiccup.
+    _, _, upstream_skew = skew(
+        transit_times(publisher.sent.rtp, publisher.sent.sender_reports, publisher.payload_types)
+    )
+    assert abs(viewer_skew) < MAX_SKEW, (
         f"audio arrives {audio * 1000:.1f} ms after capture, video {video * 1000:.1f} ms: "
-        f"skew {skew * 1000:.1f} ms (event loop lagged up to {peers.loop_lag * 1000:.0f} ms)"
+        f"skew {viewer_skew * 1000:.1f} ms; the publisher's own mapping has "
+        f"{upstream_skew * 1000:.1f} ms; the event loop lagged up to {peers.loop_lag * 1000:.0f} ms"
     )
