@@ -132,6 +132,32 @@ async def test_a_second_streamer_in_a_room_is_refused(netra: NetraServer, pages:
     # The first streamer is not disturbed by the refusal.
     assert await first.page.evaluate("document.body.dataset.state") == "live"
 
+    # Once the first one stops, the second one can go live from its error page.
+    await first.page.click("[data-action=stop]")
+    await wait_state(first, "ended", timeout=5)
+    await second.page.click("[data-action=go-live]")
+    await wait_state(second, "live", timeout=10)
+
+
+async def test_viewers_play_again_when_the_streamer_goes_live_again(
+    netra: NetraServer, pages: Pages
+):
+    room = new_room()
+    streamer = await pages.open(f"/stream/{room}")
+    await go_live(streamer)
+    viewer = await pages.open(f"/watch/{room}")
+    await wait_state(viewer, "live", timeout=10)
+
+    await streamer.page.click("[data-action=stop]")
+    await wait_state(viewer, "ended", timeout=5)
+    assert await viewer.page.text_content("[data-role=state]") == "Stream ended"
+
+    await streamer.page.click("[data-action=go-live]")
+    await wait_state(streamer, "live", timeout=10)
+    await wait_state(viewer, "live", timeout=10)
+    await wait_video_size(viewer, 1280, 720, timeout=10)
+    await assert_frames_advance([viewer], "viewer")
+
 
 async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages):
     home = await pages.open("/")

@@ -47,7 +47,7 @@ export const ROOM_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
 /**
  * @param {unknown} roomId
- * @returns {roomId is string}
+ * @returns {boolean}
  */
 export function isValidRoomId(roomId) {
   return typeof roomId === "string" && ROOM_ID_PATTERN.test(roomId);

@@ -228,8 +228,7 @@ export class Timeline extends EventTarget {
    * @param {string} [label]
    */
   watch(pc, label = "pc") {
-    /** @type {const} */
-    const fields = ["signalingState", "iceConnectionState", "connectionState"];
+    const fields = /** @type {const} */ (["signalingState", "iceConnectionState", "connectionState"]);
     const events = ["signalingstatechange", "iceconnectionstatechange", "connectionstatechange"];
     fields.forEach((field, i) => {
       this.record(`${label}.${field}`, String(pc[field]));

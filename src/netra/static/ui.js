@@ -117,7 +117,7 @@ function statsLine(s) {
 export function bindPage(client, labels, video) {
   const body = document.body;
   const stateTexts = document.querySelectorAll("[data-role=state]");
-  const errorLine = $("[data-role=error]");
+  const errorLine = /** @type {HTMLElement} */ ($("[data-role=error]"));
   const count = $("[data-role=viewer-count]");
   const timelineList = $("[data-role=timeline]");
   const statsTable = $("[data-role=stats]");
