@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+
+from netra.app import create_app
+from netra.config import Config
 
 from .peers import Publisher, Signaling, Viewer
 
@@ -33,11 +35,6 @@ class Server:
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    if importlib.util.find_spec("netra.app") is None:
-        pytest.skip("netra.app does not exist yet")
-    from netra.app import create_app
-    from netra.config import Config
-
     tasks_before = asyncio.all_tasks()
     threads_before = set(threading.enumerate())
     config = Config(host="127.0.0.1", port=0, candidate_addresses=("127.0.0.1",))

@@ -371,7 +371,7 @@ class Reception:
     async def wait_closed_by_server(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """The server closed its end: the DTLS close reaches us and aiortc closes the peer."""
         await self.changes.wait_until(
-            lambda: self.pc.connectionState == "closed" or all(t.done() for t in self.consumers),
+            lambda: self.pc.connectionState == "closed",
             timeout,
             lambda: f"end of the reception; {self.describe()}",
         )
