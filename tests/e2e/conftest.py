@@ -12,12 +12,6 @@ from playwright.async_api import Browser, async_playwright
 from .harness import OUTPUT, NetraServer, Pages, ServerError, launch_chromium
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in item.nodeid.replace("\\", "/"):
-            item.add_marker(pytest.mark.browser)
-
-
 @pytest.fixture
 def netra(request: pytest.FixtureRequest) -> Iterator[NetraServer]:
     """A server of this test alone; its log is test-output/server-<test>.log."""

@@ -159,6 +159,7 @@ class Pages:
     async def new_tab(self) -> Tab:
         """A blank page in a new context: a user whose browser is open, before the link."""
         context = await self.browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(10_000)  # clicks and reads fail after 10 s, naming the selector
         page = await context.new_page()
         tab = Tab(page=page, context=context, base_url=self.base_url)
 

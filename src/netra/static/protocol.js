@@ -190,6 +190,8 @@ export class NetraClient extends EventTarget {
    */
   publish(stream) {
     if (this.role !== "streamer") throw new Error("only a streamer publishes");
+    // Publishing the same stream twice would be a second offer, which the server refuses.
+    if (this._stream === stream && this.pc && this.state !== "error") return;
     this._stream = stream;
     this._setState("connecting", "publishing");
     if (this._joined) {
