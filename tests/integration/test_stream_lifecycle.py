@@ -44,6 +44,8 @@ async def test_a_streamer_who_leaves_ends_the_stream_and_plays_again_when_it_rej
 
     await publisher.leave()
     await assert_stream_ended(viewers, "streamer-left")
+    ended = await publisher.signaling.next_message("stream-ended")  # "viewers and the streamer"
+    assert ended["reason"] == "streamer-left"
 
     # The socket stays open after `leave` and may join again.
     publisher.width, publisher.height = 160, 120

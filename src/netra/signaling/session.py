@@ -258,8 +258,10 @@ class SignalingSession:
         room, participant = self.room, self.participant
         if room is None or participant is None:
             return
-        if participant.role is Role.STREAMER:
+        if participant.role is Role.STREAMER and room.live:
             room.end_stream(participant, reason)
+            # Said now: the room's own notice reaches this loop after we have left.
+            self._send(m.stream_ended(reason))
         await self._close_peer()
         self._registry.leave(room, participant)
         self.room = self.participant = None
