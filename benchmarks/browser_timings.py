@@ -166,7 +166,7 @@ async def measure(runs: int, viewers: int, log_path: Path) -> dict[str, Any]:
             pages = Pages(browser, server.base_url)
             try:
                 started = time.monotonic()
-                result = {
+                result: dict[str, Any] = {
                     "viewerFirstFrame": await viewer_first_frame(pages, runs),
                     "streamerConnect": await streamer_connect(pages, runs),
                     "viewersAt720p": await viewers_at_720p(pages, runs, viewers),

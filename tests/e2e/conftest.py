@@ -4,7 +4,7 @@ Chromium (Debian's, never one Playwright downloads)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 from playwright.async_api import Browser, async_playwright
@@ -20,10 +20,13 @@ def netra(request: pytest.FixtureRequest) -> Iterator[NetraServer]:
     log_path.unlink(missing_ok=True)
     server = NetraServer(log_path=log_path)
     request.node.netra_server = server
+    failure = None
     try:
         server.start()
     except ServerError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = str(exc)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     try:
         yield server
     finally:
@@ -33,10 +36,13 @@ def netra(request: pytest.FixtureRequest) -> Iterator[NetraServer]:
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
+        missing = None
         try:
             chromium = await launch_chromium(playwright)
         except FileNotFoundError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            missing = str(exc)
+        if missing is not None:
+            pytest.fail(missing, pytrace=False)  # a missing browser fails, it never skips
         try:
             yield chromium
         finally:
@@ -56,7 +62,10 @@ async def pages(browser: Browser, netra: NetraServer) -> AsyncIterator[Pages]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the tail of the test's server log to its failure report."""
     report = yield
     server = getattr(item, "netra_server", None)
     if server is not None and report.failed:

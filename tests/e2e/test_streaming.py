@@ -68,7 +68,9 @@ async def save_timings(streamer: Tab, viewers: list[Tab], path: Path) -> None:
     path.write_text(json.dumps({"msAfterGoLive": rows}, indent=1))
 
 
-async def test_five_viewers_play_720p_and_see_the_stream_end(netra: NetraServer, pages: Pages):
+async def test_five_viewers_play_720p_and_see_the_stream_end(
+    netra: NetraServer, pages: Pages
+) -> None:
     room = new_room()
     streamer = await pages.open(f"/stream/{room}")
     # Five users with a browser open (new contexts cost ~0.4 s of CPU each on a 2-core machine,
@@ -105,7 +107,9 @@ async def test_five_viewers_play_720p_and_see_the_stream_end(netra: NetraServer,
         await wait_state(viewer, "ended", timeout=5)
 
 
-async def test_a_viewer_who_came_early_waits_then_plays_by_itself(netra: NetraServer, pages: Pages):
+async def test_a_viewer_who_came_early_waits_then_plays_by_itself(
+    netra: NetraServer, pages: Pages
+) -> None:
     room = new_room()
     viewer = await pages.open(f"/watch/{room}")
     await wait_state(viewer, "waiting", timeout=10, joined=True)
@@ -120,7 +124,7 @@ async def test_a_viewer_who_came_early_waits_then_plays_by_itself(netra: NetraSe
     await assert_frames_advance([viewer], "viewer")
 
 
-async def test_a_second_streamer_in_a_room_is_refused(netra: NetraServer, pages: Pages):
+async def test_a_second_streamer_in_a_room_is_refused(netra: NetraServer, pages: Pages) -> None:
     room = new_room()
     first = await pages.open(f"/stream/{room}")
     await go_live(first)
@@ -141,7 +145,7 @@ async def test_a_second_streamer_in_a_room_is_refused(netra: NetraServer, pages:
 
 async def test_viewers_play_again_when_the_streamer_goes_live_again(
     netra: NetraServer, pages: Pages
-):
+) -> None:
     room = new_room()
     streamer = await pages.open(f"/stream/{room}")
     await go_live(streamer)
@@ -159,7 +163,7 @@ async def test_viewers_play_again_when_the_streamer_goes_live_again(
     await assert_frames_advance([viewer], "viewer")
 
 
-async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages):
+async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages) -> None:
     home = await pages.open("/")
     room = await home.page.input_value("[data-role=room-input]")
     assert room.startswith("room-"), room
@@ -176,7 +180,7 @@ async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages):
 
 async def test_streamer_and_viewer_come_back_after_a_server_restart(
     netra: NetraServer, pages: Pages
-):
+) -> None:
     room = new_room()
     streamer = await pages.open(f"/stream/{room}")
     await go_live(streamer)
