@@ -46,13 +46,23 @@ async def go_live(streamer: Tab) -> float:
 
 
 async def assert_frames_advance(tabs: list[Tab], what: str) -> None:
-    """Sample decoded and rendered frame counts twice, a second apart; both must grow."""
+    """Sample decoded and presented frame counts, then again until both have grown.
+
+    The second sample may take up to 3 s: on a 2-core machine running six pages, the server
+    is sometimes kept off the CPU for ~1 s while the pages start (see harness.py), and every
+    viewer freezes once then; a stream that has stopped still fails here.
+    """
     before = await asyncio.gather(*(frame_counts(tab) for tab in tabs))
-    await asyncio.sleep(1.0)
-    after = await asyncio.gather(*(frame_counts(tab) for tab in tabs))
-    for index, (first, second) in enumerate(zip(before, after, strict=True)):
-        assert second["decoded"] > first["decoded"], f"{what} {index}: decoded frames stalled"
-        assert second["rendered"] > first["rendered"], f"{what} {index}: no new frames presented"
+    for index, (tab, first) in enumerate(zip(tabs, before, strict=True)):
+        await wait_until(
+            tab,
+            "(first) => { const v = document.querySelector('[data-role=remote-video]');"
+            " return v.getVideoPlaybackQuality().totalVideoFrames > first.decoded"
+            " && window.netra.frames.count > first.rendered; }",
+            f"{what} {index}: more frames decoded and presented than {first}",
+            timeout=3.0,
+            arg=first,
+        )
 
 
 async def save_timings(streamer: Tab, viewers: list[Tab], path: Path) -> None:
