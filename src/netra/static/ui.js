@@ -154,6 +154,18 @@ export function bindPage(client, labels, video) {
     timeline.watch(pc);
     sampler.attach(pc);
   });
+  client.addEventListener("message", (event) => {
+    const { direction, message } = /** @type {CustomEvent} */ (event).detail;
+    if (message.type === "ping" || message.type === "pong") return;
+    const arrow = direction === "up" ? "↑" : "↓";
+    let detail = "";
+    if (message.type === "candidate") detail = message.candidate ? message.candidate.candidate : "end";
+    else if (message.type === "viewers") detail = String(message.count);
+    else if (message.type === "stream-ended") detail = String(message.reason);
+    else if (message.type === "error") detail = `${message.code}: ${message.message}`;
+    else if (message.type === "joined") detail = `live=${message.live} viewers=${message.viewers}`;
+    timeline.record("signal", `${arrow} ${message.type}`, detail);
+  });
   client.addEventListener("servererror", (event) => {
     const { code, message, ref } = /** @type {CustomEvent} */ (event).detail;
     timeline.record("server-error", code, `${message}${ref ? ` (ref ${ref})` : ""}`);
