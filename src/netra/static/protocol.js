@@ -136,8 +136,7 @@ export class NetraClient extends EventTarget {
     this.roomLive = false;
     /** @type {Record<string, number>} first performance.now() of each milestone */
     this.marks = {};
-    /** Milliseconds of the last ping round trip on the WebSocket, or null. */
-    /** @type {number | null} */
+    /** Milliseconds of the last ping round trip on the WebSocket, or null. @type {number | null} */
     this.signalingRtt = null;
 
     /** @type {WebSocket | null} */

@@ -157,8 +157,10 @@ export class StatsSampler extends EventTarget {
     this._busy = false;
   }
 
-  /** Sample this peer connection from now on (a new one resets the bitrate deltas). */
-  /** @param {RTCPeerConnection | null} pc */
+  /**
+   * Sample this peer connection from now on (a new one resets the bitrate deltas).
+   * @param {RTCPeerConnection | null} pc
+   */
   attach(pc) {
     this._pc = pc;
     this._counters = null;
