@@ -75,6 +75,16 @@ def test_everyone_hears_the_viewer_count_change():
     assert ("viewers", 1) in v1.listener.events
 
 
+def test_a_streamer_joining_does_not_change_the_viewer_count_others_hear():
+    rooms = RoomRegistry()
+    viewer = participant("v", Role.VIEWER)
+    rooms.join("r", viewer)
+    streamer = participant("s", Role.STREAMER)
+    rooms.join("r", streamer)
+    assert viewer.listener.events == [("viewers", 1)]
+    assert streamer.listener.events == [("viewers", 1)]
+
+
 def test_rooms_are_isolated():
     rooms = RoomRegistry()
     s_a, v_a = participant("sa", Role.STREAMER), participant("va", Role.VIEWER)

@@ -36,16 +36,17 @@ class Room:
             if self.streamer is not None:
                 raise UserError(f"room {self.id!r} already has a streamer", code="streamer-exists")
             self.streamer = participant
+            # The count did not change; only the newcomer needs to hear it.
+            participant.listener.viewers_changed(len(self.viewers))
         else:
             self.viewers[participant.client_id] = participant
-        self._announce_viewers()
+            self._announce_viewers()
 
     def leave(self, participant: Participant) -> None:
         if participant is self.streamer:
             self.streamer = None
-        elif self.viewers.pop(participant.client_id, None) is None:
-            return
-        self._announce_viewers()
+        elif self.viewers.pop(participant.client_id, None) is not None:
+            self._announce_viewers()
 
     def start_stream(self, streamer: Participant, publications: Sequence[Publication]) -> None:
         if streamer is not self.streamer or self.live:
