@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from .conftest import Peers
+import asyncio
+from collections.abc import Callable
+
+from netra.services import SERVICES
+
+from .conftest import Peers, Server
 from .test_playback import assert_colour_near
 
 BLUE = (30, 90, 200)
@@ -31,3 +36,39 @@ async def test_two_rooms_at_once_each_viewer_gets_only_its_own_rooms_stream(peer
     for publisher in (blue, orange):
         counts = [m["count"] for m in publisher.signaling.of_type("viewers")]
         assert counts[-1] == 1 and max(counts) == 1, counts
+
+
+async def test_a_viewer_who_leaves_or_drops_has_its_server_state_freed(
+    server: Server, peers: Peers
+) -> None:
+    publisher = await peers.publisher("freed")
+    await publisher.join_and_publish()
+    leaving, dropping = await peers.viewer("freed"), await peers.viewer("freed")
+    for viewer in (leaving, dropping):
+        await viewer.join()
+        await viewer.watch(video=5, audio=5)
+    room = server.app[SERVICES].rooms.get("freed")
+    assert room is not None
+
+    def subscriptions() -> list[int]:
+        return [p.subscription_count for p in room.publications]
+
+    assert subscriptions() == [2, 2]
+    await leaving.signaling.send({"type": "leave"})
+    await leaving.reception.wait_closed_by_server()
+    await wait_for(lambda: subscriptions() == [1, 1], "the leaver's subscriptions detached")
+    assert len(room.viewers) == 1
+
+    await dropping.signaling.close()  # no leave: the socket just goes
+    await dropping.reception.wait_closed_by_server()
+    await wait_for(lambda: subscriptions() == [0, 0], "the dropped viewer's subscriptions")
+    assert room.viewers == {}
+    assert room.live  # the stream itself goes on
+
+
+async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)

@@ -9,7 +9,6 @@ closes the Peer's Subscriptions and Publications with it (docs/lifecycle.md).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -28,8 +27,6 @@ from netra.media.codecs import as_capability
 from netra.media.publication import Publication
 from netra.media.sdp import add_start_bitrate, announce_address
 from netra.media.subscription import Subscription
-
-logger = logging.getLogger(__name__)
 
 StateListener = Callable[["Peer", str], None]
 

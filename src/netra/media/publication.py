@@ -9,7 +9,6 @@ in place and send. Nothing on this path awaits, logs or raises.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,6 @@ from netra.media.codecs import keyframe_detector
 if TYPE_CHECKING:
     from netra.media.subscription import Subscription
 
-logger = logging.getLogger(__name__)
 
 HISTORY_SIZE = 1024  # packets kept per group to answer NACKs (~3 s of 720p video)
 KEYFRAME_REQUEST_INTERVAL = 0.5  # at most one PLI per publisher track per this many seconds

@@ -9,7 +9,6 @@ mapping, so that audio and video stay in sync through the server.
 
 from __future__ import annotations
 
-import logging
 import random
 import struct
 import time
@@ -37,8 +36,6 @@ from netra.media.forwarder import (
     viewer_rtp_timestamp,
 )
 from netra.media.publication import Group, Publication
-
-logger = logging.getLogger(__name__)
 
 RTCP_PSFB_FIR = 4
 _HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at byte offset 2
