@@ -22,6 +22,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDtlsTransport,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -182,8 +183,10 @@ class Publisher:
         width: int = 320,
         height: int = 240,
         colour: tuple[int, int, int] = (30, 90, 200),
+        video_codec: str = "video/VP8",
     ) -> None:
         self.signaling = signaling
+        self.video_codec = video_codec
         self.room_id = room_id
         self.width = width
         self.height = height
@@ -208,7 +211,15 @@ class Publisher:
         self.video = TestPatternTrack(self.width, self.height, self.colour)
         self.audio = ToneTrack()
         pc.addTrack(self.audio)
-        pc.addTrack(self.video)
+        video_sender = pc.addTrack(self.video)
+        transceiver = next(t for t in pc.getTransceivers() if t.sender is video_sender)
+        transceiver.setCodecPreferences(
+            [
+                c
+                for c in RTCRtpSender.getCapabilities("video").codecs
+                if c.mimeType.lower() == self.video_codec.lower()
+            ]
+        )
         await pc.setLocalDescription(await pc.createOffer())
         await self.signaling.send({"type": "offer", "sdp": pc.localDescription.sdp})
         # aiortc puts all its candidates in the SDP and never trickles.
@@ -297,6 +308,7 @@ class Reception:
 
     def __init__(self, pc: RTCPeerConnection, offer_sdp: str) -> None:
         self.pc = pc
+        self.offer_sdp = offer_sdp
         self.changes = Changes()
         self.payload_types: dict[int, PayloadType] = payload_types(offer_sdp)
         self.video: list[VideoSample] = []

@@ -65,3 +65,21 @@ async def test_a_viewer_who_joins_before_the_streamer_waits_then_plays_when_it_p
     types = [m["type"] for m in viewer.signaling.messages]
     assert types.index("stream-started") < types.index("offer"), types
     assert {(f.width, f.height) for f in reception.video} == {(320, 240)}
+
+
+async def test_an_h264_stream_is_offered_to_viewers_as_h264_and_plays(peers: Peers) -> None:
+    publisher = await peers.publisher("h264", width=320, height=240, video_codec="video/H264")
+    await publisher.join_and_publish()
+    viewer = await peers.viewer("h264")
+    await viewer.join()
+
+    reception = await viewer.watch(video=20, audio=10)
+
+    # Exactly the publisher's codec is offered: one video codec, no VP8 to fall back on.
+    video_codecs = {
+        line.split()[1].split("/")[0]
+        for line in reception.offer_sdp.splitlines()
+        if line.startswith("a=rtpmap:") and "/90000" in line
+    }
+    assert video_codecs == {"H264"}, reception.offer_sdp
+    assert {(f.width, f.height) for f in reception.video} == {(320, 240)}
