@@ -1,8 +1,9 @@
 from netra.media.forwarder import (
+    RetransmitBudget,
     TrackRewrite,
-    pause,
     rewrite,
     seq_newer,
+    take_retransmit,
     upstream_seq,
     viewer_rtp_timestamp,
 )
@@ -50,15 +51,6 @@ def test_sequence_and_timestamp_wrap_around():
     assert nxt.timestamp == 9
 
 
-def test_a_paused_stream_resumes_at_the_next_start_point_without_a_gap():
-    s = state(next_out_seq=100)
-    rewrite(s, 10, 0, True)
-    rewrite(s, 11, 0, False)
-    pause(s)
-    assert rewrite(s, 12, 0, False) is None
-    assert rewrite(s, 30, 0, can_start=True).sequence_number == 102
-
-
 def test_a_nack_maps_to_the_publishers_packet_only_within_what_was_sent():
     s = state(next_out_seq=2000)
     assert upstream_seq(s, 2000) is None  # nothing sent yet
@@ -79,3 +71,12 @@ def test_long_streams_keep_forwarding_across_many_wraps():
 def test_publisher_timestamps_from_sender_reports_map_with_the_same_offset():
     s = state(ts_offset=0xFFFFFFF0)
     assert viewer_rtp_timestamp(s, 0x20) == 0x10
+
+
+def test_retransmissions_are_bounded_by_a_token_bucket():
+    budget = RetransmitBudget(rate=100.0, burst=10.0, tokens=10.0, updated=0.0)
+    granted = sum(take_retransmit(budget, now=0.0) for _ in range(1000))
+    assert granted == 10  # one huge NACK gets the burst, not a packet per sequence number
+    assert not take_retransmit(budget, now=0.005)
+    assert take_retransmit(budget, now=0.02)  # refills at `rate` per second
+    assert sum(take_retransmit(budget, now=10.0) for _ in range(50)) == 10  # capped at burst

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aioice.ice
-import aiortc.rtcpeerconnection
 from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RtpPacket
@@ -25,11 +24,9 @@ _CLASS_NAMES: tuple[tuple[type, str], ...] = (
     (RTCDtlsTransport, "_register_rtp_sender"),
     (RTCDtlsTransport, "_send_rtp"),
     (RTCDtlsTransport, "transport"),
+    (aioice.ice.CandidatePair, "remote_addr"),
 )
-_MODULE_NAMES: tuple[tuple[Any, str], ...] = (
-    (aioice.ice, "get_host_addresses"),
-    (aiortc.rtcpeerconnection, "filter_preferred_codecs"),
-)
+_MODULE_NAMES: tuple[tuple[Any, str], ...] = ((aioice.ice, "get_host_addresses"),)
 _RECEIVER_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
     (RTCRtpReceiver, _RECEIVER_JITTER_BUFFER),
@@ -40,6 +37,11 @@ _INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
     (RTCDtlsTransport, "_state"),
     (RTCIceTransport, "_connection"),
     (aioice.ice.Connection, "_nominated"),
+    (aioice.ice.CandidatePair, "protocol"),
+)
+# Set outside __init__ (in connection_made), so checked by name in the method's code.
+_METHOD_NAMES: tuple[tuple[Any, str, str], ...] = (
+    (aioice.ice.StunProtocol, "connection_made", "transport"),
 )
 
 
@@ -56,6 +58,9 @@ def check() -> None:
     # Instance attributes: look for the assignment in each constructor's code.
     for owner, name in _INSTANCE_NAMES:
         if name not in vars(owner)["__init__"].__code__.co_names:
+            missing.append(f"{owner.__name__}.{name}")
+    for owner, method, name in _METHOD_NAMES:
+        if name not in vars(owner)[method].__code__.co_names:
             missing.append(f"{owner.__name__}.{name}")
     if missing:
         raise PrivateApiMissing(

@@ -70,14 +70,6 @@ def rewrite(state: TrackRewrite, in_seq: int, in_ts: int, can_start: bool) -> Re
     )
 
 
-def pause(state: TrackRewrite) -> None:
-    """Stop forwarding until the next start point, continuing the sequence without a gap
-    (a viewer that fell behind resumes at the next keyframe)."""
-    if state.started:
-        state.next_out_seq = (state.newest_in_seq + state.seq_offset + 1) & SEQ_MASK
-        state.started = False
-
-
 def upstream_seq(state: TrackRewrite, out_seq: int) -> int | None:
     """The publisher's sequence number for a viewer's NACKed `out_seq`, or None when it is
     not a packet this viewer was sent under the current mapping."""
@@ -92,3 +84,23 @@ def upstream_seq(state: TrackRewrite, out_seq: int) -> int | None:
 def viewer_rtp_timestamp(state: TrackRewrite, publisher_ts: int) -> int:
     """A publisher RTP timestamp (e.g. from its sender report) in the viewer's timeline."""
     return (publisher_ts + state.ts_offset) & TS_MASK
+
+
+@dataclass(slots=True)
+class RetransmitBudget:
+    """A token bucket for one subscription's NACK answers: a viewer's NACK may list thousands
+    of sequence numbers in one small packet, and every answer costs a full packet out."""
+
+    rate: float = 300.0  # per second: about one stream's worth of 720p packets
+    burst: float = 150.0
+    tokens: float = 150.0
+    updated: float = 0.0
+
+
+def take_retransmit(budget: RetransmitBudget, now: float) -> bool:
+    budget.tokens = min(budget.burst, budget.tokens + (now - budget.updated) * budget.rate)
+    budget.updated = now
+    if budget.tokens < 1.0:
+        return False
+    budget.tokens -= 1.0
+    return True

@@ -102,12 +102,26 @@ class Publication:
         self._pending_keyframe_request: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
-        self.stats = {"packets": 0, "bytes": 0, "keyframes": 0, "keyframe_requests": 0}
+        self.stats = {
+            "packets": 0,
+            "bytes": 0,
+            "keyframes": 0,
+            "keyframe_requests": 0,
+            "forward_errors": 0,
+        }
         aiortc_private.tap_receiver(receiver, self._on_packet, self._on_rtcp)
 
     # --- the hot path --------------------------------------------------------------------
 
     def _on_packet(self, packet: RtpPacket) -> None:
+        # Called inside aiortc's receive path: an exception here would close the streamer's
+        # transport and end the stream for everyone, so none may leave.
+        try:
+            self._fan_out(packet)
+        except Exception:
+            self.stats["forward_errors"] += 1
+
+    def _fan_out(self, packet: RtpPacket) -> None:
         if self.closed:
             return
         self.media_ssrc = packet.ssrc
@@ -125,7 +139,10 @@ class Publication:
         for group in self._groups.values():
             template = group.serialize(packet, send_time)
             for subscription in group.subscriptions:
-                subscription.forward(template, seq, ts, can_start)
+                try:  # free unless raised; one broken viewer must not stop the others
+                    subscription.forward(template, seq, ts, can_start)
+                except Exception:
+                    self.stats["forward_errors"] += 1
 
     def _on_rtcp(self, packet: Any) -> None:
         if isinstance(packet, RtcpSrPacket) and packet.ssrc == self.media_ssrc:

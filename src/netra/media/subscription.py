@@ -9,6 +9,7 @@ mapping, so that audio and video stay in sync through the server.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
 import time
@@ -29,9 +30,10 @@ from aiortc.rtp import (
 
 from netra.media import aiortc_private
 from netra.media.forwarder import (
+    RetransmitBudget,
     TrackRewrite,
-    pause,
     rewrite,
+    take_retransmit,
     upstream_seq,
     viewer_rtp_timestamp,
 )
@@ -39,6 +41,9 @@ from netra.media.publication import Group, Publication
 
 RTCP_PSFB_FIR = 4
 _HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at byte offset 2
+# A video viewer that has had no keyframe this long asks again: Chromium sends keyframes only
+# on request, and a viewer that never got one sends no PLI of its own.
+KEYFRAME_RETRY_SECONDS = 1.0
 
 
 class Subscription:
@@ -52,6 +57,8 @@ class Subscription:
         self._group: Group | None = None
         self._send: aiortc_private.DirectSend | None = None
         self._sr_sent_at: dict[int, float] = {}
+        self._budget = RetransmitBudget()
+        self._keyframe_retry: asyncio.TimerHandle | None = None
         self.closed = False
         self.stats: dict[str, Any] = {
             "packets": 0,
@@ -59,6 +66,7 @@ class Subscription:
             "dropped": 0,
             "send_failures": 0,
             "retransmitted": 0,
+            "retransmits_refused": 0,
             "nacks": 0,
             "keyframe_requests": 0,
             "fraction_lost": 0,
@@ -102,12 +110,26 @@ class Subscription:
             next_out_seq=random.getrandbits(16),
         )
         self._group = self.publication.attach(self)
+        if self.kind == "video":
+            self._schedule_keyframe_retry()
+
+    def _schedule_keyframe_retry(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._keyframe_retry = loop.call_later(KEYFRAME_RETRY_SECONDS, self._retry_keyframe)
+
+    def _retry_keyframe(self) -> None:
+        if self.closed or self._rewrite is None or self._rewrite.started:
+            self._keyframe_retry = None
+            return
+        self.publication.request_keyframe()
+        self._schedule_keyframe_retry()
 
     # --- the hot path --------------------------------------------------------------------
 
     def forward(self, template: bytes, seq: int, ts: int, can_start: bool) -> None:
-        state = self._rewrite
-        assert state is not None and self._send is not None
+        state, send = self._rewrite, self._send
+        if state is None or send is None:
+            return
         was_started = state.started
         decision = rewrite(state, seq, ts, can_start)
         if decision is None:
@@ -116,7 +138,7 @@ class Subscription:
         packet = bytearray(template)
         _HEADER.pack_into(packet, 2, decision.sequence_number, decision.timestamp, self.ssrc)
         try:
-            sent = self._send.rtp(bytes(packet))
+            sent = send.rtp(bytes(packet))
         except Exception:  # a broken transport must not stop the fan-out loop
             sent = False
         if not sent:
@@ -127,12 +149,6 @@ class Subscription:
         if not was_started and self.publication.sender_report is not None:
             # Give the viewer the A/V mapping at once instead of at the next upstream SR.
             self.send_sender_report(*self.publication.sender_report)
-
-    def resync(self) -> None:
-        """Resume at the next keyframe (after a stall), continuing the sequence."""
-        if self._rewrite is not None:
-            pause(self._rewrite)
-            self.publication.request_keyframe()
 
     # --- RTCP ----------------------------------------------------------------------------
 
@@ -163,8 +179,12 @@ class Subscription:
             return
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             self.stats["nacks"] += 1
-            for out_seq in packet.lost:
-                self._retransmit(out_seq)
+            now = time.monotonic()
+            for out_seq in dict.fromkeys(packet.lost):  # unique, in the viewer's order
+                if take_retransmit(self._budget, now):
+                    self._retransmit(out_seq)
+                else:
+                    self.stats["retransmits_refused"] += 1
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 self.stats["keyframe_requests"] += 1
@@ -172,7 +192,7 @@ class Subscription:
             elif packet.fmt == RTCP_PSFB_APP:
                 try:
                     self.stats["remb_bps"] = unpack_remb_fci(packet.fci)[0]
-                except ValueError:
+                except (ValueError, struct.error):
                     pass
         elif isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
@@ -210,6 +230,9 @@ class Subscription:
         if self.closed:
             return
         self.closed = True
+        if self._keyframe_retry is not None:
+            self._keyframe_retry.cancel()
+            self._keyframe_retry = None
         self.publication.detach(self)
         self._group = None
         self._send = None
