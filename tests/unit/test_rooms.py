@@ -18,6 +18,9 @@ class Listener:
     def viewers_changed(self, count):
         self.events.append(("viewers", count))
 
+    def replaced(self):
+        self.events.append(("replaced",))
+
 
 class FakePublication:
     kind = "video"
@@ -29,8 +32,8 @@ class FakePublication:
         return {}
 
 
-def participant(client_id, role):
-    return Participant(client_id, role, Listener())
+def participant(client_id, role, resume_key=""):
+    return Participant(client_id, role, Listener(), resume_key=resume_key)
 
 
 def test_a_room_is_created_on_first_join_and_dropped_when_empty():
@@ -52,12 +55,41 @@ def test_a_second_streamer_is_refused_and_the_first_keeps_the_room():
     assert room.streamer is first
 
 
-def test_a_refused_join_does_not_leave_an_empty_room_behind():
+def test_a_refused_join_does_not_leave_an_empty_room_behind(monkeypatch):
     rooms = RoomRegistry()
-    streamer = participant("s1", Role.STREAMER)
-    room = rooms.join("r", streamer)
-    rooms.leave(room, streamer)
-    assert len(rooms) == 0
+
+    def refuse(self, participant):
+        raise UserError("no", code="streamer-exists")
+
+    monkeypatch.setattr("netra.rooms.room.Room.join", refuse)
+    with pytest.raises(UserError):
+        rooms.join("r", participant("s1", Role.STREAMER))
+    assert rooms.get("r") is None and len(rooms) == 0
+
+
+def test_a_rejoin_with_the_resume_key_replaces_the_old_streamer_at_once():
+    rooms = RoomRegistry()
+    old = participant("s1", Role.STREAMER, resume_key="k1")
+    viewer = participant("v", Role.VIEWER)
+    room = rooms.join("r", old)
+    rooms.join("r", viewer)
+    room.start_stream(old, [FakePublication()])
+    new = participant("s2", Role.STREAMER, resume_key="k2")
+    assert rooms.join("r", new, resume_key="k1") is room
+    assert room.streamer is new and not room.live
+    assert ("replaced",) in old.listener.events
+    assert ("ended", "streamer-disconnected") in viewer.listener.events
+
+
+def test_a_wrong_resume_key_or_role_replaces_nobody():
+    rooms = RoomRegistry()
+    streamer = participant("s1", Role.STREAMER, resume_key="k1")
+    rooms.join("r", streamer)
+    with pytest.raises(UserError):
+        rooms.join("r", participant("s2", Role.STREAMER), resume_key="guess")
+    rooms.join("r", participant("v", Role.VIEWER), resume_key="k1")  # a viewer cannot take it
+    assert rooms.get("r").streamer is streamer
+    assert ("replaced",) not in streamer.listener.events
 
 
 def test_everyone_hears_the_viewer_count_change():

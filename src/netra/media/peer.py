@@ -19,7 +19,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from netra.errors import ProtocolError, UserError
 from netra.media import aiortc_private
@@ -33,6 +33,19 @@ StateListener = Callable[["Peer", str], None]
 
 def negotiation_failed(reason: str) -> UserError:
     return UserError(reason, code="negotiation-failed")
+
+
+def _check_sends_media(offer: str) -> None:
+    """A streamer's offer must send every media section it has (RFC 3264 §5.1)."""
+    try:
+        media = SessionDescription.parse(offer).media
+    except Exception:
+        raise negotiation_failed("the offer is not valid SDP") from None
+    for section in media:
+        if section.kind in ("audio", "video") and section.direction not in ("sendonly", "sendrecv"):
+            raise negotiation_failed(
+                f"a streamer's {section.kind} must be sendonly or sendrecv, not {section.direction}"
+            )
 
 
 class Peer:
@@ -68,6 +81,7 @@ class Peer:
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply a streamer's offer; return the answer to send. Creates the Publications."""
+        _check_sends_media(sdp)
         await self._set_remote(sdp, "offer")
         transceivers = self.pc.getTransceivers()
         kinds = Counter(t.kind for t in transceivers)

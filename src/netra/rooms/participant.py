@@ -25,9 +25,14 @@ class ParticipantListener(Protocol):
 
     def viewers_changed(self, count: int) -> None: ...
 
+    def replaced(self) -> None:
+        """The same client joined again from a new connection (its resume key matched)."""
+
 
 @dataclass(eq=False)
 class Participant:
     client_id: str
     role: Role
     listener: ParticipantListener
+    # Given only to the client itself; proves a re-join comes from the same client.
+    resume_key: str = ""

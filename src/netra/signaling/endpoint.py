@@ -12,15 +12,23 @@ from netra.signaling.session import SignalingSession
 
 # aiohttp closes the socket above this; below it, oversized frames get a `too-large` error.
 _HARD_FRAME_LIMIT = 16 * MAX_MESSAGE_BYTES
+# A dead client is noticed within about this many seconds (aiohttp pings, then waits half).
+HEARTBEAT_SECONDS = 10.0
+CLOSE_SECONDS = 2.0
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=_HARD_FRAME_LIMIT)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=_HARD_FRAME_LIMIT)
     await ws.prepare(request)
 
     async def close(code: int, reason: str) -> None:
-        await ws.close(code=code, message=reason.encode())
+        # A client that stopped reading would hold close() forever on a full TCP window.
+        try:
+            await asyncio.wait_for(ws.close(code=code, message=reason.encode()), CLOSE_SECONDS)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
 
     session = SignalingSession(
         config=services.config,

@@ -36,6 +36,8 @@ class Join(_Message):
     roomId: RoomId
     role: Role
     token: Annotated[str, Field(max_length=8192)] | None = None
+    # From this client's last `joined`: a re-join replaces its old, maybe half-dead, self.
+    resumeKey: Annotated[str, Field(max_length=128)] | None = None
 
 
 class Offer(_RoomScoped):
@@ -144,6 +146,7 @@ def joined(
     ice_servers: list[dict[str, object]],
     live: bool,
     viewers: int,
+    resume_key: str,
 ) -> dict[str, object]:
     return {
         "type": "joined",
@@ -153,6 +156,7 @@ def joined(
         "iceServers": ice_servers,
         "live": live,
         "viewers": viewers,
+        "resumeKey": resume_key,
     }
 
 

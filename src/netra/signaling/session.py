@@ -18,7 +18,7 @@ from typing import Any
 from aiortc import RTCIceServer
 
 from netra.config import Config
-from netra.errors import NetraError, ProtocolError
+from netra.errors import InternalError, NetraError, ProtocolError
 from netra.media.peer import Peer
 from netra.observability.log import ParticipantLog
 from netra.rooms.participant import Participant, Role
@@ -31,6 +31,8 @@ logger = logging.getLogger("netra.session")
 MAX_ERRORS = 10
 MAX_PENDING_FRAMES = 256
 MAX_OUTBOX = 256
+FLUSH_SECONDS = 1.0
+REPLACED_CLOSE_CODE = 4001
 
 Send = Callable[[str], Coroutine[Any, Any, None]]
 Close = Callable[[int, str], Coroutine[Any, Any, None]]
@@ -63,10 +65,10 @@ class SignalingSession:
         self.participant: Participant | None = None
         self.peer: Peer | None = None
         self._awaiting_answer = False
-        self._had_peer = False
-        self._closing = False
+        self._had_peer = False  # since join: late answers/candidates of a closed peer are moot
+        self._close_with: tuple[int, str] | None = None
 
-    # --- feeding the loop (called from the socket reader and from rooms and peers) -------
+    # --- feeding the loop (called from the socket reader, rooms and peers) ----------------
 
     def receive(self, raw: str | bytes) -> None:
         self._pending_frames += 1
@@ -81,22 +83,12 @@ class SignalingSession:
     def _post(self, event: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._inbox.put_nowait(event)
 
-    # ParticipantListener: the room calls these; they only queue.
-    def stream_started(self, room: Room) -> None:
-        self._post(self._on_stream_started)
-
-    def stream_ended(self, reason: str) -> None:
-        self._post(lambda: self._on_stream_ended(reason))
-
-    def viewers_changed(self, count: int) -> None:
-        self._post(lambda: self._send_now(m.viewers(count)))
-
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write_loop())
         try:
-            while True:
+            while not self._close_with:
                 item = await self._inbox.get()
                 if item is _CLOSED:
                     break
@@ -107,8 +99,9 @@ class SignalingSession:
                     await self._guarded(item)  # type: ignore[arg-type]
         finally:
             await self._leave("streamer-disconnected")
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await self._flush(writer)
+            if self._close_with:
+                await self._close_socket(*self._close_with)
             self.log.info("disconnected")
 
     async def _write_loop(self) -> None:
@@ -117,6 +110,16 @@ class SignalingSession:
                 await self._send_text(text)
             except (ConnectionError, RuntimeError):
                 return
+
+    async def _flush(self, writer: asyncio.Task[None]) -> None:
+        """Let the last messages (say, `too-many-errors`) go out, but never wait long."""
+        try:
+            self._outbox.put_nowait(None)
+            await asyncio.wait_for(asyncio.shield(writer), FLUSH_SECONDS)
+        except (asyncio.QueueFull, TimeoutError):
+            pass
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
 
     async def _send_now(self, message: dict[str, object]) -> None:
         self._send(message)
@@ -129,10 +132,11 @@ class SignalingSession:
             self._abort(1008, "client not reading")
 
     def _abort(self, code: int, reason: str) -> None:
-        if not self._closing:
-            self._closing = True
+        """Stop handling this client now; the loop leaves the room and closes the socket."""
+        if not self._close_with:
             self.log.warning("closing connection: %s", reason)
-            asyncio.ensure_future(self._close_socket(code, reason))
+            self._close_with = (code, reason)
+            self._inbox.put_nowait(_CLOSED)
 
     async def _handle_frame(self, raw: str | bytes) -> None:
         try:
@@ -151,7 +155,7 @@ class SignalingSession:
             self._refuse(exc, ref)
         except Exception:
             self.log.exception("internal error handling %s", ref or "an event")
-            self._send(NetraError("internal server error").to_wire(ref))
+            self._send(InternalError("internal server error").to_wire(ref))
 
     def _refuse(self, exc: NetraError, ref: str | None) -> None:
         self.errors += 1
@@ -199,9 +203,15 @@ class SignalingSession:
     async def _join(self, message: m.Join) -> None:
         if self.participant is not None:
             raise ProtocolError("already joined; send leave first", code="already-joined")
-        participant = Participant(self.client_id, Role(message.role), listener=self)
-        room = self._registry.join(message.roomId, participant)
+        membership = _Membership(self)
+        participant = Participant(
+            self.client_id, Role(message.role), listener=membership,
+            resume_key=secrets.token_urlsafe(18),
+        )  # fmt: skip
+        membership.participant = participant
+        room = self._registry.join(message.roomId, participant, resume_key=message.resumeKey)
         self.room, self.participant = room, participant
+        self._had_peer = False
         self.log.bind(room.id, participant.role)
         self.log.info("joined (live=%s, viewers=%d)", room.live, len(room.viewers))
         self._send(
@@ -212,6 +222,7 @@ class SignalingSession:
                 [server.to_wire() for server in self._config.ice_servers],
                 room.live,
                 len(room.viewers),
+                participant.resume_key,
             )
         )
         if participant.role is Role.VIEWER and room.live:
@@ -240,7 +251,11 @@ class SignalingSession:
                 return  # an answer to an offer whose stream has since ended
             raise ProtocolError("no offer is waiting for an answer", code="out-of-order")
         self._awaiting_answer = False
-        await self.peer.accept_answer(sdp)
+        try:
+            await self.peer.accept_answer(sdp)
+        except BaseException:
+            await self._close_peer()
+            raise
 
     async def _add_candidate(self, message: m.Candidate) -> None:
         if self.peer is None:
@@ -258,15 +273,17 @@ class SignalingSession:
         room, participant = self.room, self.participant
         if room is None or participant is None:
             return
-        if participant.role is Role.STREAMER and room.live:
-            room.end_stream(participant, reason)
-            # Said now: the room's own notice reaches this loop after we have left.
-            self._send(m.stream_ended(reason))
-        await self._close_peer()
-        self._registry.leave(room, participant)
         self.room = self.participant = None
-        self.log.info("left")
-        self.log.bind("-", "-")
+        try:
+            if participant.role is Role.STREAMER and room.live:
+                room.end_stream(participant, reason)
+                # Said now: the room's own notice is for a participant we no longer are.
+                self._send(m.stream_ended(reason))
+            self._registry.leave(room, participant)
+            self.log.info("left")
+        finally:
+            self.log.bind("-", "-")
+            await self._close_peer()
 
     # --- room and peer events ------------------------------------------------------------
 
@@ -291,6 +308,19 @@ class SignalingSession:
             await self._close_peer()
         self._send(m.stream_ended(reason))
 
+    async def _on_replaced(self) -> None:
+        """This client re-joined from a new connection; the registry already removed us."""
+        self.room = self.participant = None
+        self.log.info("replaced by a newer connection of the same client")
+        self.log.bind("-", "-")
+        await self._close_peer()
+        self._send(
+            ProtocolError(
+                "this client joined again from another connection", code="replaced"
+            ).to_wire()
+        )
+        self._abort(REPLACED_CLOSE_CODE, "replaced")
+
     def _new_peer(self) -> Peer:
         self.peer = Peer(
             ice_servers=self._ice_servers,
@@ -312,7 +342,10 @@ class SignalingSession:
             room.start_stream(participant, peer.publications)
         elif state in ("failed", "closed"):
             if participant.role is Role.STREAMER:
-                room.end_stream(participant, "streamer-failed")
+                if room.live:
+                    room.end_stream(participant, "streamer-failed")  # tells this session too
+                else:
+                    self._send(m.stream_ended("streamer-failed"))
             await self._close_peer()
 
     async def _close_peer(self) -> None:
@@ -329,3 +362,34 @@ class SignalingSession:
             "peer": self.peer.snapshot() if self.peer else None,
             "errors": self.errors,
         }
+
+
+class _Membership:
+    """A session's ear in one room (the ParticipantListener). Room events arrive here and are
+    queued into the session's loop; there, an event for a participant the session no longer
+    is (it left, or joined again) is dropped."""
+
+    def __init__(self, session: SignalingSession) -> None:
+        self._session = session
+        self.participant: Participant | None = None
+
+    def _post(self, handler: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        session, participant = self._session, self.participant
+
+        async def if_still_current() -> None:
+            if participant is not None and session.participant is participant:
+                await handler()
+
+        session._post(if_still_current)
+
+    def stream_started(self, room: Room) -> None:
+        self._post(self._session._on_stream_started)
+
+    def stream_ended(self, reason: str) -> None:
+        self._post(lambda: self._session._on_stream_ended(reason))
+
+    def viewers_changed(self, count: int) -> None:
+        self._post(lambda: self._session._send_now(m.viewers(count)))
+
+    def replaced(self) -> None:
+        self._post(self._session._on_replaced)
