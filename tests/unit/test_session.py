@@ -87,6 +87,9 @@ async def test_messages_before_join_are_refused_as_not_joined(client):
 async def test_ping_works_before_and_after_join(client):
     client.send({"type": "ping", "id": "a"})
     assert (await client.expect("pong"))["id"] == "a"
+    await client.join()
+    client.send({"type": "ping", "id": 2})
+    assert (await client.expect("pong"))["id"] == 2
 
 
 async def test_a_message_naming_another_room_is_refused(client):
@@ -184,3 +187,44 @@ async def test_closing_the_socket_leaves_the_room(rooms):
     await client.join("r", "viewer")
     await client.stop()
     assert rooms.get("r") is None
+
+
+async def test_a_rejoin_with_the_resume_key_replaces_the_old_connection(rooms):
+    old, new = Client(rooms), Client(rooms)
+    try:
+        joined = await old.join("r", "streamer")
+        new.send({"type": "join", "roomId": "r", "role": "streamer",
+                  "resumeKey": joined["resumeKey"]})  # fmt: skip
+        assert (await new.expect("joined"))["role"] == "streamer"
+        assert (await old.expect("error"))["code"] == "replaced"
+        await asyncio.wait_for(old.task, 5)
+        assert old.closed_with[0] == 4001
+        assert rooms.get("r").streamer is new.session.participant
+    finally:
+        await old.stop()
+        await new.stop()
+
+
+async def test_a_resume_key_is_the_clients_own_and_fresh_on_each_join(rooms):
+    a, b = Client(rooms), Client(rooms)
+    try:
+        key_a = (await a.join("r", "viewer"))["resumeKey"]
+        key_b = (await b.join("r", "viewer"))["resumeKey"]
+        assert key_a != key_b and len(key_a) >= 16
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_streamer_offer_that_sends_nothing_is_refused(client):
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    await client.join("r", "streamer")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        offer = await pc.createOffer()  # no gathering: createOffer alone touches no network
+    finally:
+        await pc.close()
+    error = await client.error({"type": "offer", "sdp": offer.sdp})
+    assert error["code"] == "negotiation-failed" and "sendonly" in error["message"]

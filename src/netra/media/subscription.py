@@ -181,10 +181,7 @@ class Subscription:
             self.stats["nacks"] += 1
             now = time.monotonic()
             for out_seq in dict.fromkeys(packet.lost):  # unique, in the viewer's order
-                if take_retransmit(self._budget, now):
-                    self._retransmit(out_seq)
-                else:
-                    self.stats["retransmits_refused"] += 1
+                self._retransmit(out_seq, now)
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 self.stats["keyframe_requests"] += 1
@@ -207,13 +204,16 @@ class Subscription:
             rtt = time.monotonic() - sent_at - report.dlsr / 65536
             self.stats["rtt_ms"] = round(max(rtt, 0.0) * 1000, 2)
 
-    def _retransmit(self, out_seq: int) -> None:
+    def _retransmit(self, out_seq: int, now: float) -> None:
         state = self._rewrite
         if state is None or self._group is None or self._send is None:
             return
         in_seq = upstream_seq(state, out_seq)
         template = None if in_seq is None else self._group.history.get(in_seq)
         if template is None:
+            return
+        if not take_retransmit(self._budget, now):
+            self.stats["retransmits_refused"] += 1
             return
         packet = bytearray(template)
         ts = int.from_bytes(template[4:8], "big")

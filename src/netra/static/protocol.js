@@ -103,8 +103,31 @@ export function preferCodec(codecs, mimeType) {
   return [...first, ...rest];
 }
 
-/** Server error codes after which retrying the same thing cannot help. */
-const FATAL_CODES = new Set(["too-many-errors", "streamer-exists", "already-joined", "not-joined"]);
+/*
+ * Which failures stop the client (docs/protocol.md, "Reconnecting"). A final one puts it in
+ * `error`, closes everything and never reconnects; only connect() or publish() starts again:
+ *   - `invalid-room` (the page's own check) and any other refused `join` but the two below:
+ *     the same join would be refused again (a bad room id or token);
+ *   - `streamer-exists` on the first join of a session: there is another streamer;
+ *   - `replaced`, or a close with 4001: a newer connection of this same client took over;
+ *   - `too-many-errors`, or a close with 1008: the server gave up on this connection.
+ * Everything else is recoverable: the client reconnects after any later drop, whatever its
+ * state. In particular:
+ *   - `streamer-exists` on a re-join: the server has not yet noticed that our old socket
+ *     died; retry with back-off, `reconnecting`;
+ *   - `internal-error` on `join`, and `not-joined` (we and the server disagree on whether we
+ *     are joined): start over on a new socket, with back-off;
+ *   - refusals of one `offer` or `answer` (`negotiation-failed`, `out-of-order`, …): `error`
+ *     for that negotiation, the session stays up;
+ *   - `stream-ended` other than `streamer-left` for a streamer who never pressed Stop: publish
+ *     again with back-off, `reconnecting`.
+ */
+
+/** Close codes of the server after which reconnecting would repeat the failure. */
+const FINAL_CLOSE_CODES = new Map([
+  [1008, ["too-many-errors", "the server closed the connection (1008)"]],
+  [4001, ["replaced", "this client joined again from another connection (4001)"]],
+]);
 
 const WS_OPEN = 1;
 
@@ -150,11 +173,17 @@ export class NetraClient extends EventTarget {
     this._stream = null;
     /** Viewer: the remote tracks of the current peer connection. @type {MediaStream | null} */
     this.remoteStream = null;
-    /** True once stop() ran or a fatal error happened: no more reconnects. */
+    /** From the last `joined`: sent in every later `join`, so that the server replaces our old,
+     * maybe half-dead, participant at once. @type {string | null} */
+    this._resumeKey = null;
+    /** True once this session was joined: a later join is a re-join (see "final" above). */
+    this._rejoining = false;
+    /** True once stop() ran or a final error happened: no more reconnects. */
     this._stopped = false;
+    /** Failed attempts since the session was last healthy; the back-off grows with it. */
     this._attempt = 0;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    this._reconnectTimer = undefined;
+    /** A pending reconnect or re-publish. @type {ReturnType<typeof setTimeout> | undefined} */
+    this._retryTimer = undefined;
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this._pingTimer = undefined;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -172,14 +201,20 @@ export class NetraClient extends EventTarget {
 
   // ---- public API -------------------------------------------------------------------------
 
-  /** Open the WebSocket and join. Idempotent. */
+  /** Open the WebSocket and join; after stop() or a final error, start a new session.
+   * Idempotent while a socket is open or opening. */
   connect() {
-    this._stopped = false;
-    if (this._ws) {
-      if (this._ws.readyState === WS_OPEN && !this._joined) this._sendJoin();
-      return;
+    if (this._stopped) {
+      this._stopped = false;
+      this._rejoining = false;
+      this._attempt = 0;
     }
-    this._openSocket();
+    if (!this._ws) this._openSocket();
+  }
+
+  /** True after stop() or a final error: the client will not reconnect by itself. */
+  get stopped() {
+    return this._stopped;
   }
 
   /**
@@ -206,13 +241,8 @@ export class NetraClient extends EventTarget {
    * @param {string} [reason]
    */
   stop(reason = "stopped") {
-    this._stopped = true;
-    clearTimeout(this._reconnectTimer);
     if (this._joined) this._send({ type: "leave" });
-    this._joined = false;
-    this._stream = null;
-    this._closePc();
-    this._closeSocket(1000, reason);
+    this._halt(1000, reason);
     this._setState("ended", reason);
   }
 
@@ -229,7 +259,7 @@ export class NetraClient extends EventTarget {
   // ---- WebSocket --------------------------------------------------------------------------
 
   _openSocket() {
-    clearTimeout(this._reconnectTimer);
+    clearTimeout(this._retryTimer);
     const ws = new WebSocket(this.url);
     this._ws = ws;
     const openTimer = setTimeout(() => {
@@ -294,27 +324,55 @@ export class NetraClient extends EventTarget {
     this._stopPing();
     this._closePc();
     if (this._stopped) return;
-    if (code === 1008) {
-      // Policy violation: the server gave up on us (too-many-errors); retrying repeats it.
-      this._stopped = true;
-      this._setState("error", "too-many-errors", "the server closed the connection (1008)");
+    const final = FINAL_CLOSE_CODES.get(code);
+    if (final) {
+      this._fail(final[0], final[1]);
       return;
     }
-    if (this.state === "error") {
-      this._stopped = true;
-      return;
-    }
-    const delay = backoffDelay(this._attempt++, this.backoffBase, this.backoffMax);
+    // Whatever the state, `error` included: an error about one message is no reason to stay
+    // offline (see "final" at the top).
+    const delay = this._nextDelay();
     this._setState("reconnecting", reason, `retrying in ${Math.round(delay)} ms`);
-    this._reconnectTimer = setTimeout(() => {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => {
       if (!this._stopped) this._openSocket();
     }, delay);
+  }
+
+  /** The next back-off delay; every failed attempt since the last healthy state doubles it. */
+  _nextDelay() {
+    return backoffDelay(this._attempt++, this.backoffBase, this.backoffMax);
+  }
+
+  /**
+   * Stop for good: no socket, no peer connection, no stream, no timers.
+   * @param {number} code  the close code for our socket
+   * @param {string} reason
+   */
+  _halt(code, reason) {
+    this._stopped = true;
+    clearTimeout(this._retryTimer);
+    this._joined = false;
+    this._stream = null;
+    this._closePc();
+    this._closeSocket(code, reason);
+  }
+
+  /**
+   * A final error (see the top): stop, and say why.
+   * @param {string} reason
+   * @param {string} message
+   */
+  _fail(reason, message) {
+    this._halt(1000, reason);
+    this._setState("error", reason, message);
   }
 
   _sendJoin() {
     /** @type {Record<string, unknown>} */
     const join = { type: "join", roomId: this.roomId, role: this.role };
     if (this.token !== undefined) join.token = this.token;
+    if (this._resumeKey !== null) join.resumeKey = this._resumeKey;
     this._send(join);
   }
 
@@ -408,18 +466,20 @@ export class NetraClient extends EventTarget {
   /** @param {any} message */
   _onJoined(message) {
     this._joined = true;
-    this._attempt = 0;
+    this._rejoining = true;
+    // A server without resume support sends none; keep the last one we were given.
+    if (typeof message.resumeKey === "string") this._resumeKey = message.resumeKey;
     this.clientId = typeof message.clientId === "string" ? message.clientId : null;
     this._iceServers = Array.isArray(message.iceServers) ? message.iceServers : [];
     this.roomLive = Boolean(message.live);
     this._setViewerCount(message.viewers);
     this._mark("joined");
-    if (this.role === "streamer") {
-      if (this._stream) void this._startPublishing();
-      else this._setState("waiting", "joined");
-    } else if (this.roomLive) {
+    if (this.role === "streamer" && this._stream) {
+      void this._startPublishing();
+    } else if (this.role === "viewer" && this.roomLive) {
       this._setState("connecting", "stream-live");
     } else {
+      this._attempt = 0; // nothing more to do: this session is healthy
       this._setState("waiting", "joined");
     }
   }
@@ -447,10 +507,25 @@ export class NetraClient extends EventTarget {
    */
   _onServerError(code, message, ref) {
     this._emit("servererror", { code, message, ref });
-    if (ref === "join" || code === "streamer-exists") this._joined = false;
-    if (FATAL_CODES.has(code) || ref === "join" || ref === "offer" || ref === "answer") {
-      if (ref === "offer" || ref === "answer") this._closePc();
-      if (code === "too-many-errors") this._stopped = true;
+    if (code === "replaced") {
+      // A newer connection of this client holds our place: reconnecting would take it back.
+      this._resumeKey = null;
+      this._fail(code, message || "this client joined again from another connection");
+    } else if (code === "too-many-errors") {
+      this._fail(code, message);
+    } else if (code === "already-joined") {
+      // Our first join stands; nothing to do.
+    } else if (code === "not-joined" || (ref === "join" && code === "internal-error")) {
+      this._restart(code);
+    } else if (code === "streamer-exists") {
+      this._joined = false;
+      // On a re-join it is most likely our own old socket, not yet noticed dead by the server.
+      if (this._rejoining) this._restart(code);
+      else this._fail(code, message);
+    } else if (ref === "join") {
+      this._fail(code, message);
+    } else if (ref === "offer" || ref === "answer") {
+      this._closePc();
       this._setState("error", code, message);
     }
     // Anything else (a refused candidate or ping) leaves the session as it is.
@@ -466,9 +541,20 @@ export class NetraClient extends EventTarget {
     // Streamer: only meaningful while publishing (a `leave` of ours may echo one back).
     if (!this._stream) return;
     this._closePc();
-    this._stream = null;
-    if (reason === "streamer-left") this._setState("ended", reason);
-    else this._setState("error", reason, "the server ended the stream");
+    if (reason === "streamer-left") {
+      this._stream = null;
+      this._setState("ended", reason);
+      return;
+    }
+    // The server gave up on our peer connection (`streamer-failed`, e.g. ICE never connected);
+    // the user pressed Go live and not Stop, so publish the same stream again.
+    const delay = this._nextDelay();
+    this._setState("reconnecting", reason, `publishing again in ${Math.round(delay)} ms`);
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => {
+      // If the socket dropped meanwhile, the next `joined` publishes instead.
+      if (!this._stopped && this._joined && this._stream && !this.pc) void this._startPublishing();
+    }, delay);
   }
 
   // ---- peer connections -------------------------------------------------------------------
@@ -547,6 +633,7 @@ export class NetraClient extends EventTarget {
 
   _goLive() {
     this._mark("live");
+    this._attempt = 0;
     this._setState("live", this.role === "streamer" ? "published" : "playing");
   }
 

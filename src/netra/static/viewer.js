@@ -19,13 +19,58 @@ const LABELS = {
 };
 
 const video = /** @type {HTMLVideoElement} */ ($("[data-role=remote-video]"));
-const unmute = /** @type {HTMLButtonElement} */ ($("[data-action=unmute]"));
+const muteToggle = /** @type {HTMLButtonElement} */ ($("[data-action=mute]"));
+const unmutePrompt = /** @type {HTMLButtonElement} */ ($("[data-action=click-to-unmute]"));
 
 const room = roomFromPath(location.pathname);
 if (room === null) {
   showFatal("invalid-room", "a room id is 1–64 of A–Z, a–z, 0–9, “-” and “_”");
 } else {
   start(room);
+}
+
+/**
+ * Sound by default where the browser allows it: play unmuted first; if the autoplay policy
+ * refuses (no click on the page yet), play muted and show the "Click to unmute" prompt.
+ */
+function bindSound() {
+  /** What the user wants; the browser may still force `muted` until a click. */
+  let wantSound = true;
+
+  const render = () => {
+    muteToggle.textContent = video.muted ? "Unmute" : "Mute";
+    // Shown while the browser, not the user, keeps the sound off.
+    unmutePrompt.hidden = !(wantSound && video.muted && video.srcObject !== null);
+    document.body.dataset.sound = video.muted ? "muted" : "on";
+  };
+
+  const play = async () => {
+    video.muted = !wantSound;
+    try {
+      await video.play();
+    } catch (error) {
+      // AbortError: a newer srcObject or play() took over; that one reports instead.
+      if (!(error instanceof DOMException) || error.name !== "NotAllowedError" || video.muted) {
+        return;
+      }
+      video.muted = true; // muted autoplay is always allowed
+      await video.play().catch(() => {});
+    } finally {
+      render();
+    }
+  };
+
+  /** @param {boolean} sound  the user's choice, made by a click (so unmuting is allowed) */
+  const choose = (sound) => {
+    wantSound = sound;
+    void play();
+  };
+
+  video.addEventListener("volumechange", render);
+  unmutePrompt.addEventListener("click", () => choose(true));
+  muteToggle.addEventListener("click", () => choose(video.muted));
+  render();
+  return { play, render };
 }
 
 /** @param {string} room */
@@ -35,22 +80,20 @@ function start(room) {
 
   const client = new NetraClient({ url: signalingUrl(location), roomId: room, role: "viewer" });
   bindPage(client, LABELS, video);
+  const sound = bindSound();
 
   client.addEventListener("track", (event) => {
     const { stream } = /** @type {CustomEvent} */ (event).detail;
-    if (video.srcObject !== stream) video.srcObject = stream;
-    // Muted autoplay is always allowed; play() is called in case autoplay did not start it.
-    video.play().catch(() => {});
+    if (video.srcObject === stream) return; // the second track of the same stream
+    video.srcObject = stream;
+    void sound.play();
   });
   client.addEventListener("statechange", (event) => {
     const { state } = /** @type {CustomEvent} */ (event).detail;
-    if (state === "ended" || state === "waiting") video.srcObject = null;
-  });
-
-  unmute.addEventListener("click", () => {
-    video.muted = !video.muted;
-    unmute.textContent = video.muted ? "Unmute" : "Mute";
-    video.play().catch(() => {});
+    if (state === "ended" || state === "waiting") {
+      video.srcObject = null;
+      sound.render();
+    }
   });
 
   client.connect();
