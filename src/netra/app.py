@@ -47,11 +47,17 @@ def create_app(config: Config) -> web.Application:
             web.get("/stream/{room}", _page("streamer.html")),
             web.get("/watch/{room}", _page("viewer.html")),
             web.get("/ws", websocket),
+            web.get("/api/rooms", _rooms),
             web.static("/static", STATIC),
         ]
     )
     app.on_shutdown.append(_close_sessions)
     return app
+
+
+async def _rooms(request: web.Request) -> web.Response:
+    """What is live where: every room's snapshot, for operators and the tests."""
+    return web.json_response({"rooms": request.app[SERVICES].rooms.snapshot()})
 
 
 async def _close_sessions(app: web.Application) -> None:

@@ -1,5 +1,7 @@
 """Typed errors, by who is at fault, and their one mapping to wire errors.
 
+(Authorisation errors arrive with authentication.)
+
 Each error carries a stable `code` (docs/protocol.md lists them all). The signaling session
 turns any NetraError into an `error` message with `to_wire()`; anything else is our bug and
 becomes `internal-error`.
@@ -32,14 +34,6 @@ class ProtocolError(NetraError):
 
 class UserError(NetraError):
     """A well-formed request the server cannot satisfy: streamer-exists, negotiation-failed."""
-
-
-class NotAuthorised(NetraError):
-    code = "not-authorised"
-
-
-class NotFound(NetraError):
-    code = "not-found"
 
 
 class InternalError(NetraError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import aiohttp
+
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
@@ -72,3 +74,22 @@ async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(0.02)
+
+
+async def test_the_rooms_api_shows_what_is_live_where(server: Server, peers: Peers) -> None:
+    publisher = await peers.publisher("on-air")
+    await publisher.join_and_publish()
+    viewer = await peers.viewer("on-air")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/api/rooms") as response:
+            assert response.status == 200
+            rooms = (await response.json())["rooms"]
+    (room,) = rooms
+    assert room["id"] == "on-air" and room["live"] is True and room["viewers"] == 1
+    kinds = {p["kind"]: p for p in room["publications"]}
+    assert set(kinds) == {"audio", "video"}
+    assert kinds["video"]["packets"] > 0
+    (subscription,) = kinds["video"]["subscriptions"]
+    assert subscription["packets"] > 0 and subscription["send_failures"] == 0

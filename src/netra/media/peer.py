@@ -192,9 +192,3 @@ class Peer:
             publication.close()
         await self.pc.close()
 
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "state": self.state,
-            "publications": [p.snapshot() for p in self.publications],
-            "subscriptions": [s.snapshot() for s in self.subscriptions],
-        }

@@ -220,6 +220,8 @@ class Publication:
             "kind": self.kind,
             "codec": self.codec.mimeType,
             "ssrc": self.media_ssrc,
-            "subscriptions": self.subscription_count,
+            "subscriptions": [
+                sub.snapshot() for group in self._groups.values() for sub in group.subscriptions
+            ],
             **self.stats,
         }

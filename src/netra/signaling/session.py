@@ -354,15 +354,6 @@ class SignalingSession:
         if peer is not None:
             await peer.close()
 
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "clientId": self.client_id,
-            "room": self.room.id if self.room else None,
-            "role": self.participant.role if self.participant else None,
-            "peer": self.peer.snapshot() if self.peer else None,
-            "errors": self.errors,
-        }
-
 
 class _Membership:
     """A session's ear in one room (the ParticipantListener). Room events arrive here and are

@@ -227,12 +227,11 @@ export class NetraClient extends EventTarget {
     // Publishing the same stream twice would be a second offer, which the server refuses.
     if (this._stream === stream && this.pc && this.state !== "error") return;
     this._stream = stream;
+    // Not joined: the next `joined` publishes (connect() first, so that a stopped client is
+    // running again before anyone hears of the new state).
+    if (!this._joined) this.connect();
     this._setState("connecting", "publishing");
-    if (this._joined) {
-      void this._startPublishing();
-    } else {
-      this.connect();
-    }
+    if (this._joined) void this._startPublishing();
   }
 
   /**

@@ -52,14 +52,31 @@ function start(room) {
     goLive.disabled = active || starting;
     stop.disabled = !active;
   };
-  client.addEventListener("statechange", updateButtons);
+
+  /** Turn the camera off (its light too) and clear the preview. */
+  const release = () => {
+    stream?.getTracks().forEach((track) => track.stop());
+    stream = null;
+    preview.srcObject = null;
+    document.body.classList.remove("has-preview");
+  };
+
+  client.addEventListener("statechange", () => {
+    // A final error (say, `replaced`): nothing will be published again until Go live.
+    if (client.stopped) release();
+    updateButtons();
+  });
 
   goLive.addEventListener("click", async () => {
     client.marks.goLive = performance.now();
     starting = true;
     updateButtons();
     try {
-      stream = await navigator.mediaDevices.getUserMedia(MEDIA);
+      // After a refused offer the camera is still on: publish it again rather than open it twice.
+      if (!stream || !stream.getTracks().some((track) => track.readyState === "live")) {
+        release();
+        stream = await navigator.mediaDevices.getUserMedia(MEDIA);
+      }
     } catch (error) {
       const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
       client.reportError("camera-unavailable", text);
@@ -76,10 +93,7 @@ function start(room) {
 
   stop.addEventListener("click", () => {
     client.stop("stopped");
-    stream?.getTracks().forEach((track) => track.stop());
-    stream = null;
-    preview.srcObject = null;
-    document.body.classList.remove("has-preview");
+    release();
     updateButtons();
   });
 

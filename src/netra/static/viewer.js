@@ -32,8 +32,9 @@ if (room === null) {
 /**
  * Sound by default where the browser allows it: play unmuted first; if the autoplay policy
  * refuses (no click on the page yet), play muted and show the "Click to unmute" prompt.
+ * @param {import("/static/stats.js").Timeline} timeline  where the outcome is recorded
  */
-function bindSound() {
+function bindSound(timeline) {
   /** What the user wants; the browser may still force `muted` until a click. */
   let wantSound = true;
 
@@ -54,6 +55,7 @@ function bindSound() {
         return;
       }
       video.muted = true; // muted autoplay is always allowed
+      timeline.record("sound", "muted", "the browser refused sound before a click");
       await video.play().catch(() => {});
     } finally {
       render();
@@ -79,8 +81,8 @@ function start(room) {
   document.title = `Netra — watching ${room}`;
 
   const client = new NetraClient({ url: signalingUrl(location), roomId: room, role: "viewer" });
-  bindPage(client, LABELS, video);
-  const sound = bindSound();
+  const { timeline } = bindPage(client, LABELS, video);
+  const sound = bindSound(timeline);
 
   client.addEventListener("track", (event) => {
     const { stream } = /** @type {CustomEvent} */ (event).detail;
