@@ -11,8 +11,10 @@ at nice -10 still showed it. Once the pages are up, playback is steady at 30 fps
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -120,6 +122,33 @@ class NetraServer:
             self._log.close()
             self._log = None
 
+    def rooms(self) -> list[dict[str, Any]]:
+        """GET /api/rooms: every room's snapshot."""
+        with urllib.request.urlopen(self.base_url + "/api/rooms", timeout=2) as response:
+            rooms: list[dict[str, Any]] = json.load(response)["rooms"]
+        return rooms
+
+    async def wait_forwarding(self, room: str, viewers: int, timeout: float) -> None:
+        """Wait until the server forwards video of `room` to `viewers` subscriptions (each has
+        been sent packets), without touching any page."""
+
+        def forwarding() -> int:
+            for snapshot in self.rooms():
+                if snapshot["id"] == room:
+                    video = [p for p in snapshot["publications"] if p["kind"] == "video"]
+                    subs = video[0]["subscriptions"] if video else []
+                    return sum(1 for sub in subs if sub["packets"] > 0)
+            return 0
+
+        deadline = time.monotonic() + timeout
+        while (sent := await asyncio.to_thread(forwarding)) < viewers:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.1f} s waiting for room {room!r} to forward"
+                    f" video to {viewers} viewers (it does to {sent}): {self.rooms()}"
+                )
+            await asyncio.sleep(0.1)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -192,6 +221,12 @@ class Pages:
                 pass
         self.tabs.clear()
 
+
+# Beware when testing sound: Playwright runs every evaluate (wait_until, wait_state, …) in
+# Chromium as a user gesture (CDP Runtime.callFunctionOn, userGesture: true), so a page the
+# test has read from has the user activation a click gives, and may play sound; Chromium's own
+# autoplay policy (document-user-activation-required, headless too) refuses it to an untouched
+# page.
 
 # What a page says about itself when a wait fails: window.netra (ui.js) and the DOM.
 DESCRIBE = """() => {
@@ -289,3 +324,43 @@ FRAME_COUNTS = """() => {
 async def frame_counts(tab: Tab) -> dict[str, int]:
     counts: dict[str, int] = await tab.page.evaluate(FRAME_COUNTS)
     return counts
+
+
+# --- steps every browser test takes -------------------------------------------------
+
+
+def new_room() -> str:
+    return f"e2e-{secrets.token_hex(4)}"
+
+
+def remaining(since: float, budget: float) -> float:
+    return budget - (time.monotonic() - since)
+
+
+async def go_live(streamer: Tab) -> float:
+    """Click "Go live" once the page has joined; returns the monotonic time of the click."""
+    await wait_state(streamer, "waiting", timeout=10, joined=True)
+    clicked = time.monotonic()
+    await streamer.page.click("[data-action=go-live]")
+    await wait_state(streamer, "live", timeout=10)
+    return clicked
+
+
+async def assert_frames_advance(tabs: list[Tab], what: str) -> None:
+    """Sample decoded and presented frame counts, then again until both have grown.
+
+    The second sample may take up to 3 s: on a 2-core machine running six pages, the server
+    is sometimes kept off the CPU for ~1 s while the pages start (see harness.py), and every
+    viewer freezes once then; a stream that has stopped still fails here.
+    """
+    before = await asyncio.gather(*(frame_counts(tab) for tab in tabs))
+    for index, (tab, first) in enumerate(zip(tabs, before, strict=True)):
+        await wait_until(
+            tab,
+            "(first) => { const v = document.querySelector('[data-role=remote-video]');"
+            " return v.getVideoPlaybackQuality().totalVideoFrames > first.decoded"
+            " && window.netra.frames.count > first.rendered; }",
+            f"{what} {index}: more frames decoded and presented than {first}",
+            timeout=3.0,
+            arg=first,
+        )

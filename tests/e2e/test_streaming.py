@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,10 @@ from .harness import (
     NetraServer,
     Pages,
     Tab,
-    frame_counts,
+    assert_frames_advance,
+    go_live,
+    new_room,
+    remaining,
     wait_state,
     wait_until,
     wait_video_size,
@@ -28,41 +29,20 @@ pytestmark = pytest.mark.browser
 FULL_SIZE_WITHIN = 10.0
 
 
-def new_room() -> str:
-    return f"e2e-{secrets.token_hex(4)}"
+# The debug panel is open, and shows (table and log) a stats sample newer than `since` in
+# which frames were decoded.
+DEBUG_PANEL_FILLED = """(since) => {
+  const s = window.netra.sampler.latest;
+  return document.querySelector('[data-role=debug]').open && s && s.at > since
+    && s.framesDecoded > 0 && document.querySelector('[data-role=stats] tr') !== null
+    && document.querySelector('[data-role=stats-log]').textContent.trim() !== '';
+}"""
 
-
-def remaining(since: float, budget: float) -> float:
-    return budget - (time.monotonic() - since)
-
-
-async def go_live(streamer: Tab) -> float:
-    """Click "Go live" once the page has joined; returns the monotonic time of the click."""
-    await wait_state(streamer, "waiting", timeout=10, joined=True)
-    clicked = time.monotonic()
-    await streamer.page.click("[data-action=go-live]")
-    await wait_state(streamer, "live", timeout=10)
-    return clicked
-
-
-async def assert_frames_advance(tabs: list[Tab], what: str) -> None:
-    """Sample decoded and presented frame counts, then again until both have grown.
-
-    The second sample may take up to 3 s: on a 2-core machine running six pages, the server
-    is sometimes kept off the CPU for ~1 s while the pages start (see harness.py), and every
-    viewer freezes once then; a stream that has stopped still fails here.
-    """
-    before = await asyncio.gather(*(frame_counts(tab) for tab in tabs))
-    for index, (tab, first) in enumerate(zip(tabs, before, strict=True)):
-        await wait_until(
-            tab,
-            "(first) => { const v = document.querySelector('[data-role=remote-video]');"
-            " return v.getVideoPlaybackQuality().totalVideoFrames > first.decoded"
-            " && window.netra.frames.count > first.rendered; }",
-            f"{what} {index}: more frames decoded and presented than {first}",
-            timeout=3.0,
-            arg=first,
-        )
+# Whether the viewer's <video> is muted, and whether the "Click to unmute" prompt shows.
+SOUND = """() => ({
+  muted: document.querySelector('[data-role=remote-video]').muted,
+  prompt: !document.querySelector('[data-action=click-to-unmute]').hidden,
+})"""
 
 
 async def save_timings(streamer: Tab, viewers: list[Tab], path: Path) -> None:
@@ -104,8 +84,15 @@ async def test_five_viewers_play_720p_and_see_the_stream_end(
     await wait_viewer_count(streamer, 5, timeout=5)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     await streamer.page.screenshot(path=str(OUTPUT / "streamer.png"))
+    opened_at = await viewers[0].page.evaluate("performance.now()")
     await viewers[0].page.click("[data-role=debug] summary")
-    await asyncio.sleep(1.2)  # one stats sample into the open panel
+    await wait_until(
+        viewers[0],
+        DEBUG_PANEL_FILLED,
+        "the open debug panel to show a stats sample taken after it opened",
+        timeout=5,
+        arg=opened_at,
+    )
     await viewers[0].page.screenshot(path=str(OUTPUT / "viewer.png"), full_page=True)
 
     await viewers.pop().close()
@@ -132,6 +119,9 @@ async def test_a_viewer_who_came_early_waits_then_plays_by_itself(
     await wait_video_size(viewer, 1280, 720, timeout=remaining(clicked, FULL_SIZE_WITHIN))
     await wait_state(viewer, "live", timeout=2)
     await assert_frames_advance([viewer], "viewer")
+    # The test read this page before the stream began, which counts as a click (harness.py):
+    # like a user who has touched the page, the viewer hears at once, with no prompt.
+    assert await viewer.page.evaluate(SOUND) == {"muted": False, "prompt": False}
 
 
 async def test_a_second_streamer_in_a_room_is_refused(netra: NetraServer, pages: Pages) -> None:
@@ -212,3 +202,45 @@ async def test_streamer_and_viewer_come_back_after_a_server_restart(
         timeout=20,
     )
     await assert_frames_advance([viewer], "viewer")
+
+
+async def test_a_viewer_nobody_has_clicked_plays_muted_and_unmutes_with_one_click(
+    netra: NetraServer, pages: Pages
+) -> None:
+    room = new_room()
+    streamer = await pages.open(f"/stream/{room}")
+    await go_live(streamer)
+
+    # Touch nothing of the viewer page until its play() has been refused or not: a read would
+    # count as a click (harness.py). Packets flow to it only after its answer, which it sends
+    # after its `track` handler (and play()) ran.
+    viewer = await pages.open(f"/watch/{room}")
+    await netra.wait_forwarding(room, viewers=1, timeout=10)
+
+    # Sound was refused without a click: the picture plays anyway, muted, and says so.
+    await wait_video_size(viewer, 1280, 720, timeout=10)
+    await wait_until(
+        viewer, "() => !document.querySelector('[data-action=click-to-unmute]').hidden",
+        "the click-to-unmute prompt", timeout=5,
+    )  # fmt: skip
+    assert await viewer.page.evaluate(SOUND) == {"muted": True, "prompt": True}
+    assert await viewer.page.is_visible("text=Click to unmute")
+    await assert_frames_advance([viewer], "viewer")
+
+    # One click and it plays with sound, and the prompt goes.
+    await viewer.page.click("[data-action=click-to-unmute]")
+    await wait_until(
+        viewer,
+        "() => { const v = document.querySelector('[data-role=remote-video]');"
+        " return !v.muted && !v.paused"
+        " && document.querySelector('[data-action=click-to-unmute]').hidden; }",
+        "the video to play unmuted after the click",
+        timeout=5,
+    )
+    assert await viewer.page.text_content("[data-action=mute]") == "Mute"
+    await assert_frames_advance([viewer], "viewer")
+
+    # Muting is the user's choice now: no prompt to undo it.
+    await viewer.page.click("[data-action=mute]")
+    assert await viewer.page.evaluate(SOUND) == {"muted": True, "prompt": False}
+    assert await viewer.page.text_content("[data-action=mute]") == "Unmute"
