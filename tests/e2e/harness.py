@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -21,11 +22,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    WebSocketRoute,
+)
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
@@ -223,8 +232,9 @@ class Pages:
 
 
 # Beware when testing sound: Playwright runs every evaluate (wait_until, wait_state, …) in
-# Chromium as a user gesture (CDP Runtime.callFunctionOn, userGesture: true), so a page the
-# test has read from has the user activation a click gives, and may play sound; Chromium's own
+# Chromium as a user gesture (CDP Runtime.callFunctionOn, userGesture: true), and so, seen in
+# a test, is the delivery of a routed WebSocket's messages (SignalingTap). A page the test has
+# read from or tapped has the user activation a click gives, and may play sound; Chromium's own
 # autoplay policy (document-user-activation-required, headless too) refuses it to an untouched
 # page.
 
@@ -364,3 +374,146 @@ async def assert_frames_advance(tabs: list[Tab], what: str) -> None:
             timeout=3.0,
             arg=first,
         )
+
+
+# --- the signaling socket, seen and steered from the test ---------------------------------
+
+Message = dict[str, Any]
+# Given a socket and a message, return the message to pass on (maybe changed), or None to
+# swallow it.
+Hook = Callable[["TappedSocket", Message], Message | None]
+
+
+@dataclass
+class TappedSocket:
+    """One WebSocket of a page, through the test: the page's end and the server's end, and
+    every message each way (parsed), in order."""
+
+    page_end: WebSocketRoute
+    server_end: WebSocketRoute
+    up: list[Message] = field(default_factory=list)  # page → server, as the page sent them
+    down: list[Message] = field(default_factory=list)  # server → page, as the server sent them
+    closed: list[tuple[str, int | None]] = field(default_factory=list)  # ("page"|"server", code)
+    cut: bool = False  # dropped by the test: closes no longer cross
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def sent(self, kind: str) -> list[Message]:
+        return [m for m in self.up if m.get("type") == kind]
+
+    def received(self, kind: str) -> list[Message]:
+        return [m for m in self.down if m.get("type") == kind]
+
+    def errors(self, code: str) -> list[Message]:
+        return [m for m in self.received("error") if m.get("code") == code]
+
+
+class SignalingTap:
+    """Routes a page's signaling WebSocket through the test (Playwright's route_web_socket).
+
+    Every message is recorded; `up` and `down` hooks may change or swallow messages on their
+    way; `drop()` kills a socket the way a network does. Measured: context.set_offline() does
+    not touch an open WebSocket (a live streamer stayed live and kept its socket for 15 s), so
+    this is how a test takes a page's signaling away.
+    """
+
+    def __init__(self, up: Hook | None = None, down: Hook | None = None) -> None:
+        self.up = up
+        self.down = down
+        self.sockets: list[TappedSocket] = []
+
+    async def attach(self, tab: Tab) -> None:
+        """Tap every /ws the tab opens from now on (call before tab.goto)."""
+        await tab.page.route_web_socket(re.compile(r"/ws$"), self._route)
+
+    def _route(self, page_end: WebSocketRoute) -> None:
+        server_end = page_end.connect_to_server()
+        tapped = TappedSocket(page_end, server_end)
+        self.sockets.append(tapped)
+
+        def relay(
+            record: list[Message], hook: Hook | None, to: WebSocketRoute
+        ) -> Callable[[str | bytes], None]:
+            def on_message(raw: str | bytes) -> None:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    message = None
+                if not isinstance(message, dict):  # not the protocol's: record-free, as is
+                    if not tapped.cut:
+                        to.send(raw)
+                    return
+                record.append(message)
+                if tapped.cut:
+                    return
+                out = hook(tapped, message) if hook else message
+                if out is not None:
+                    to.send(json.dumps(out))
+
+            return on_message
+
+        def on_close(side: str, other: WebSocketRoute) -> Callable[[int | None, str | None], None]:
+            def closed(code: int | None, reason: str | None) -> None:
+                tapped.closed.append((side, code))
+                if not tapped.cut:  # a close the test did not make crosses as usual
+                    asyncio.ensure_future(_close(other, code, reason))
+
+            return closed
+
+        page_end.on_message(relay(tapped.up, self.up, server_end))
+        server_end.on_message(relay(tapped.down, self.down, page_end))
+        page_end.on_close(on_close("page", server_end))
+        server_end.on_close(on_close("server", page_end))
+
+    async def drop(self, tapped: TappedSocket, *, server_notices: bool) -> None:
+        """The page's socket dies (the page sees a close with 1006's stand-in, 4999). If not
+        `server_notices`, the server's end stays open and answers its pings, like a socket
+        whose death the server has not noticed yet; `forget()` ends it later."""
+        tapped.cut = True
+        await _close(tapped.page_end, 4999, "dropped by the test")
+        if server_notices:
+            await self.forget(tapped)
+
+    async def forget(self, tapped: TappedSocket) -> None:
+        """Close the server's end of a dropped socket: the server notices the client is gone."""
+        tapped.cut = True
+        # The server's end is a real browser WebSocket: 1000 or 3000-4999 only (1001 is ignored).
+        await _close(tapped.server_end, 1000, "dropped by the test")
+
+
+async def _close(end: WebSocketRoute, code: int | None, reason: str | None) -> None:
+    try:
+        if code is None or code == 1005:
+            await end.close()
+        else:
+            await end.close(code=code, reason=reason or "")
+    except PlaywrightError:
+        pass  # that end is gone already (its page closed)
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float) -> None:
+    """Wait until `check()` (a test-side condition) holds; on timeout fail with `what`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def holds(check: Callable[[], bool], what: str, seconds: float) -> None:
+    """Check that `check()` stays true for `seconds` (sampled every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not check():
+            raise AssertionError(f"{what} stopped holding")
+        await asyncio.sleep(0.05)
+    assert check(), f"{what} stopped holding"
+
+
+STATES_SEEN = """() => window.netra.timeline.entries
+  .filter((e) => e.what === 'state').map((e) => `${e.value}:${e.detail || ''}`)"""
+
+
+async def states_seen(tab: Tab) -> list[str]:
+    """Every state the page's client went through, as `state:reason`, oldest first."""
+    seen: list[str] = await tab.page.evaluate(STATES_SEEN)
+    return seen
