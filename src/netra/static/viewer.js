@@ -42,7 +42,6 @@ function bindSound(timeline) {
     muteToggle.textContent = video.muted ? "Unmute" : "Mute";
     // Shown while the browser, not the user, keeps the sound off.
     unmutePrompt.hidden = !(wantSound && video.muted && video.srcObject !== null);
-    document.body.dataset.sound = video.muted ? "muted" : "on";
   };
 
   const play = async () => {
