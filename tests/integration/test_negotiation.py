@@ -17,7 +17,7 @@ from netra.config import Config
 from netra.media.forwarder import seq_newer
 
 from .conftest import Peers, Server
-from .peers import Reception, Signaling, peer_configuration
+from .peers import Publisher, Reception, Signaling, Viewer, peer_configuration
 from .test_feedback import watching
 
 
@@ -172,3 +172,31 @@ async def test_a_nack_flood_gets_a_bounded_answer(peers: Peers) -> None:
     assert resent, "the NACKs were not answered at all"
     # The burst (150) plus what the bucket refills while the NACKs arrive.
     assert len(resent) <= 200, f"{len(resent)} retransmissions for {len(received) * rounds} asked"
+
+
+async def test_a_viewer_whose_connection_never_completes_is_offered_again(
+    impatient_server: Server,
+) -> None:
+    publisher = Publisher(await Signaling.connect(impatient_server.url), "retry")
+    viewer = Viewer(await Signaling.connect(impatient_server.url), "retry")
+    stuck = RTCPeerConnection(peer_configuration())
+    try:
+        await publisher.join_and_publish()
+        await viewer.join()
+        await viewer.signaling.next_message("stream-started")
+        offer = await viewer.signaling.next_message("offer")
+        await stuck.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        await stuck.setLocalDescription(await stuck.createAnswer())
+        answer, _ = split_candidates(stuck.localDescription.sdp)  # the server never hears one
+        await viewer.signaling.send({"type": "answer", "sdp": answer})
+
+        # After the server's connect timeout (1 s here) it starts over with a new offer …
+        await viewer.signaling.next_message("stream-started", timeout=5)
+        await stuck.close()
+        reception = await viewer.accept_offer(timeout=5)
+        # … which this time connects and plays.
+        await reception.wait_frames(5, 5, timeout=10)
+    finally:
+        await stuck.close()
+        await viewer.close()
+        await publisher.close()

@@ -347,6 +347,8 @@ class SignalingSession:
                 else:
                     self._send(m.stream_ended("streamer-failed"))
             await self._close_peer()
+            if participant.role is Role.VIEWER and room.live:
+                self._post(self._on_stream_started)  # offer again on a new peer connection
 
     async def _close_peer(self) -> None:
         peer, self.peer = self.peer, None
