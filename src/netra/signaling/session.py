@@ -179,7 +179,7 @@ class SignalingSession:
         if isinstance(message, m.Join):
             await self._join(message)
             return
-        room, participant = self._bound(message)
+        _, participant = self._bound(message)
         if isinstance(message, m.Offer):
             await self._publish(participant, message.sdp)
         elif isinstance(message, m.Answer):
