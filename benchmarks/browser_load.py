@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import statistics
@@ -27,15 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import async_playwright
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.harness import (  # noqa: E402 - the repository root is on the path only now
-    NetraServer,
-    Pages,
-    launch_chromium,
+    run_benchmark,
+    server_and_pages,
     wait_state,
     wait_until,
     wait_video_size,
@@ -60,92 +56,81 @@ def rss_mb(pid: int) -> float:
 
 
 async def measure(viewers: int, seconds: int, log_path: Path) -> dict[str, Any]:
-    server = NetraServer(log_path=log_path)
-    server.start()
-    assert server.process is not None
-    pid = server.process.pid
-    try:
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright)
-            pages = Pages(browser, server.base_url)
-            try:
-                room = f"load-{secrets.token_hex(4)}"
-                streamer = await pages.open(f"/stream/{room}")
-                await wait_state(streamer, "waiting", timeout=20, joined=True)
-                rss_idle = rss_mb(pid)
-                await streamer.page.click("[data-action=go-live]")
-                await wait_state(streamer, "live", timeout=20)
-                tabs = [await pages.open(f"/watch/{room}") for _ in range(viewers)]
-                for tab in tabs:
-                    await wait_video_size(tab, 1280, 720, timeout=30)
-                    await wait_until(tab, HAS_STATS, "a getStats sample with decoded frames", 10)
-                # Page start-up saturates both vCPUs here (tests/e2e/harness.py); freezes
-                # during it are counted apart from the steady window that follows.
-                await asyncio.sleep(SETTLE_SECONDS)
-                first = [await tab.page.evaluate(LATEST) for tab in tabs]
-                samples = []
-                cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-                previous_cpu, previous_wall = cpu0, wall0
-                for _ in range(seconds):  # bounded: one sample a second
-                    await asyncio.sleep(1)
-                    cpu, wall = cpu_seconds(pid), time.monotonic()
-                    now = [await tab.page.evaluate(LATEST) for tab in tabs]
-                    encoder = await streamer.page.evaluate(LATEST)
-                    samples.append(
-                        {
-                            "at": round(wall - wall0, 1),
-                            "cpuPercent": round(
-                                100 * (cpu - previous_cpu) / (wall - previous_wall), 1
-                            ),
-                            "rssMb": round(rss_mb(pid), 1),
-                            "freezes": [v["freezeCount"] for v in now],
-                            "keyFramesDecoded": [v["keyFrames"] for v in now],
-                            "pliSent": [v["pliCount"] for v in now],
-                            "streamerFps": encoder["framesPerSecond"],
-                            "streamerKeyFrames": encoder["keyFrames"],
-                        }
-                    )
-                    previous_cpu, previous_wall = cpu, wall
-                cpu_total = cpu_seconds(pid) - cpu0
-                wall_total = time.monotonic() - wall0
-                last = [await tab.page.evaluate(LATEST) for tab in tabs]
-                sent = await streamer.page.evaluate(LATEST)
-                per_viewer = []
-                for a, b in zip(first, last, strict=True):
-                    per_viewer.append(
-                        {
-                            "framesDecoded": (b["framesDecoded"] or 0) - (a["framesDecoded"] or 0),
-                            "frameSize": f"{b['frameWidth']}x{b['frameHeight']}",
-                            "framesPerSecond": b["framesPerSecond"],
-                            "freezesAtStartUp": a["freezeCount"] or 0,
-                            "freezes": (b["freezeCount"] or 0) - (a["freezeCount"] or 0),
-                            "packetsLost": (b["packetsLost"] or 0) - (a["packetsLost"] or 0),
-                            "videoKbps": b["videoKbps"],
-                        }
-                    )
-                return {
-                    "viewers": viewers,
-                    "seconds": round(wall_total, 1),
-                    "serverCpuPercentOfOneCore": round(100 * cpu_total / wall_total, 1),
-                    "serverCpuPercentPeak": max(s["cpuPercent"] for s in samples),
-                    "serverRssMbIdle": round(rss_idle, 1),
-                    "serverRssMbMedian": statistics.median(s["rssMb"] for s in samples),
-                    "serverRssMbEnd": samples[-1]["rssMb"],
-                    "streamer": {
-                        "frameSize": f"{sent['frameWidth']}x{sent['frameHeight']}",
-                        "framesPerSecond": sent["framesPerSecond"],
-                        "videoKbps": sent["videoKbps"],
-                        "qualityLimitationReason": sent["qualityLimitationReason"],
-                    },
-                    "perViewer": per_viewer,
-                    "samples": samples,
-                    "chromium": browser.version,
+    async with server_and_pages(log_path) as (server, browser, pages):
+        assert server.process is not None
+        pid = server.process.pid
+        room = f"load-{secrets.token_hex(4)}"
+        streamer = await pages.open(f"/stream/{room}")
+        await wait_state(streamer, "waiting", timeout=20, joined=True)
+        rss_idle = rss_mb(pid)
+        await streamer.page.click("[data-action=go-live]")
+        await wait_state(streamer, "live", timeout=20)
+        tabs = [await pages.open(f"/watch/{room}") for _ in range(viewers)]
+        for tab in tabs:
+            await wait_video_size(tab, 1280, 720, timeout=30)
+            await wait_until(tab, HAS_STATS, "a getStats sample with decoded frames", 10)
+        # Page start-up saturates both vCPUs here (tests/e2e/harness.py); freezes
+        # during it are counted apart from the steady window that follows.
+        await asyncio.sleep(SETTLE_SECONDS)
+        first = [await tab.page.evaluate(LATEST) for tab in tabs]
+        samples = []
+        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+        previous_cpu, previous_wall = cpu0, wall0
+        for _ in range(seconds):  # bounded: one sample a second
+            await asyncio.sleep(1)
+            cpu, wall = cpu_seconds(pid), time.monotonic()
+            now = [await tab.page.evaluate(LATEST) for tab in tabs]
+            encoder = await streamer.page.evaluate(LATEST)
+            samples.append(
+                {
+                    "at": round(wall - wall0, 1),
+                    "cpuPercent": round(
+                        100 * (cpu - previous_cpu) / (wall - previous_wall), 1
+                    ),
+                    "rssMb": round(rss_mb(pid), 1),
+                    "freezes": [v["freezeCount"] for v in now],
+                    "keyFramesDecoded": [v["keyFrames"] for v in now],
+                    "pliSent": [v["pliCount"] for v in now],
+                    "streamerFps": encoder["framesPerSecond"],
+                    "streamerKeyFrames": encoder["keyFrames"],
                 }
-            finally:
-                await pages.close()
-                await browser.close()
-    finally:
-        server.stop()
+            )
+            previous_cpu, previous_wall = cpu, wall
+        cpu_total = cpu_seconds(pid) - cpu0
+        wall_total = time.monotonic() - wall0
+        last = [await tab.page.evaluate(LATEST) for tab in tabs]
+        sent = await streamer.page.evaluate(LATEST)
+        per_viewer = []
+        for a, b in zip(first, last, strict=True):
+            per_viewer.append(
+                {
+                    "framesDecoded": (b["framesDecoded"] or 0) - (a["framesDecoded"] or 0),
+                    "frameSize": f"{b['frameWidth']}x{b['frameHeight']}",
+                    "framesPerSecond": b["framesPerSecond"],
+                    "freezesAtStartUp": a["freezeCount"] or 0,
+                    "freezes": (b["freezeCount"] or 0) - (a["freezeCount"] or 0),
+                    "packetsLost": (b["packetsLost"] or 0) - (a["packetsLost"] or 0),
+                    "videoKbps": b["videoKbps"],
+                }
+            )
+        return {
+            "viewers": viewers,
+            "seconds": round(wall_total, 1),
+            "serverCpuPercentOfOneCore": round(100 * cpu_total / wall_total, 1),
+            "serverCpuPercentPeak": max(s["cpuPercent"] for s in samples),
+            "serverRssMbIdle": round(rss_idle, 1),
+            "serverRssMbMedian": statistics.median(s["rssMb"] for s in samples),
+            "serverRssMbEnd": samples[-1]["rssMb"],
+            "streamer": {
+                "frameSize": f"{sent['frameWidth']}x{sent['frameHeight']}",
+                "framesPerSecond": sent["framesPerSecond"],
+                "videoKbps": sent["videoKbps"],
+                "qualityLimitationReason": sent["qualityLimitationReason"],
+            },
+            "perViewer": per_viewer,
+            "samples": samples,
+            "chromium": browser.version,
+        }
 
 
 def main() -> None:
@@ -154,11 +139,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--output", type=Path, default=ROOT / "bench-output/browser_load.json")
     args = parser.parse_args()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    log_path = args.output.with_suffix(".server.log")
-    log_path.unlink(missing_ok=True)
-    result = asyncio.run(measure(args.viewers, args.seconds, log_path))
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    result = run_benchmark(lambda log: measure(args.viewers, args.seconds, log), args.output)
     print(
         f"1 streamer + {result['viewers']} viewers over {result['seconds']} s"
         f" (Chromium {result['chromium']})"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import statistics
 import sys
@@ -30,16 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import async_playwright
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.harness import (  # noqa: E402 - the repository root is on the path only now
-    NetraServer,
     Pages,
     Tab,
-    launch_chromium,
+    run_benchmark,
+    server_and_pages,
     wait_state,
     wait_until,
 )
@@ -158,27 +155,17 @@ async def viewers_at_720p(pages: Pages, runs: int, viewers: int) -> dict[str, An
 
 
 async def measure(runs: int, viewers: int, log_path: Path) -> dict[str, Any]:
-    server = NetraServer(log_path=log_path)
-    server.start()
-    try:
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright)
-            pages = Pages(browser, server.base_url)
-            try:
-                started = time.monotonic()
-                result: dict[str, Any] = {
-                    "viewerFirstFrame": await viewer_first_frame(pages, runs),
-                    "streamerConnect": await streamer_connect(pages, runs),
-                    "viewersAt720p": await viewers_at_720p(pages, runs, viewers),
-                }
-                result["seconds"] = round(time.monotonic() - started, 1)
-                result["chromium"] = browser.version
-                return result
-            finally:
-                await pages.close()
-                await browser.close()
-    finally:
-        server.stop()
+    async with server_and_pages(log_path) as (server, browser, pages):
+        started = time.monotonic()
+        result: dict[str, Any] = {
+            "viewerFirstFrame": await viewer_first_frame(pages, runs),
+            "streamerConnect": await streamer_connect(pages, runs),
+            "viewersAt720p": await viewers_at_720p(pages, runs, viewers),
+        }
+        result["seconds"] = round(time.monotonic() - started, 1)
+        result["runsEach"] = runs
+        result["chromium"] = browser.version
+        return result
 
 
 def main() -> None:
@@ -187,12 +174,7 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=5, help="waiting viewers in timing 3")
     parser.add_argument("--output", type=Path, default=ROOT / "bench-output/browser_timings.json")
     args = parser.parse_args()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    log_path = args.output.with_suffix(".server.log")
-    log_path.unlink(missing_ok=True)
-    result = asyncio.run(measure(args.runs, args.viewers, log_path))
-    result["runsEach"] = args.runs
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    result = run_benchmark(lambda log: measure(args.runs, args.viewers, log), args.output)
 
     first = result["viewerFirstFrame"]
     connect = result["streamerConnect"]["pcConnected"]

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import async_playwright
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.harness import NetraServer, Pages, launch_chromium, wait_state  # noqa: E402
+from tests.e2e.harness import run_benchmark, server_and_pages, wait_state  # noqa: E402
 
 RECEIVED = """() => {
   const video = document.querySelector('[data-role=remote-video]');
@@ -38,37 +35,26 @@ RECEIVED = """() => {
 
 
 async def measure(seconds: int, log_path: Path) -> dict[str, Any]:
-    server = NetraServer(log_path=log_path)
-    server.start()
-    try:
-        async with async_playwright() as playwright:
-            browser = await launch_chromium(playwright)
-            pages = Pages(browser, server.base_url)
-            try:
-                room = f"start-{secrets.token_hex(4)}"
-                streamer = await pages.open(f"/stream/{room}")
-                viewer = await pages.open(f"/watch/{room}")
-                await wait_state(streamer, "waiting", timeout=20, joined=True)
-                await wait_state(viewer, "waiting", timeout=20, joined=True)
-                clicked = time.monotonic()
-                await streamer.page.click("[data-action=go-live]")
-                timeline = []
-                for _ in range(seconds):  # bounded: one sample a second
-                    await asyncio.sleep(1)
-                    sample = await viewer.page.evaluate(RECEIVED)
-                    sample["at"] = round(time.monotonic() - clicked, 1)
-                    timeline.append(sample)
-                    print(f"{sample['at']:5.1f} s  {sample['width']}x{sample['height']}"
-                          f" @ {sample['fps']} fps", flush=True)  # fmt: skip
-                first_720 = next(
-                    (s["at"] for s in timeline if (s["width"], s["height"]) == (1280, 720)), None
-                )
-                return {"timeline": timeline, "first720s": first_720, "chromium": browser.version}
-            finally:
-                await pages.close()
-                await browser.close()
-    finally:
-        server.stop()
+    async with server_and_pages(log_path) as (server, browser, pages):
+        room = f"start-{secrets.token_hex(4)}"
+        streamer = await pages.open(f"/stream/{room}")
+        viewer = await pages.open(f"/watch/{room}")
+        await wait_state(streamer, "waiting", timeout=20, joined=True)
+        await wait_state(viewer, "waiting", timeout=20, joined=True)
+        clicked = time.monotonic()
+        await streamer.page.click("[data-action=go-live]")
+        timeline = []
+        for _ in range(seconds):  # bounded: one sample a second
+            await asyncio.sleep(1)
+            sample = await viewer.page.evaluate(RECEIVED)
+            sample["at"] = round(time.monotonic() - clicked, 1)
+            timeline.append(sample)
+            print(f"{sample['at']:5.1f} s  {sample['width']}x{sample['height']}"
+                  f" @ {sample['fps']} fps", flush=True)  # fmt: skip
+        first_720 = next(
+            (s["at"] for s in timeline if (s["width"], s["height"]) == (1280, 720)), None
+        )
+        return {"timeline": timeline, "first720s": first_720, "chromium": browser.version}
 
 
 def main() -> None:
@@ -78,11 +64,7 @@ def main() -> None:
         "--output", type=Path, default=ROOT / "bench-output/start_resolution.json"
     )
     args = parser.parse_args()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    log_path = args.output.with_suffix(".server.log")
-    log_path.unlink(missing_ok=True)
-    result = asyncio.run(measure(args.seconds, log_path))
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    result = run_benchmark(lambda log: measure(args.seconds, log), args.output)
     print(f"first 1280x720 sample {result['first720s']} s after Go live; written to {args.output}")
 
 

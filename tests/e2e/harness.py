@@ -12,6 +12,7 @@ at nice -10 still showed it. Once the pages are up, playback is steady at 30 fps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -517,3 +518,36 @@ async def states_seen(tab: Tab) -> list[str]:
     """Every state the page's client went through, as `state:reason`, oldest first."""
     seen: list[str] = await tab.page.evaluate(STATES_SEEN)
     return seen
+
+
+@contextlib.asynccontextmanager
+async def server_and_pages(log_path: Path) -> AsyncIterator[tuple[NetraServer, Browser, Pages]]:
+    """For the benchmarks: a Netra server, one Chromium and its Pages, all stopped at the end
+    (the server by the PID this started)."""
+    from playwright.async_api import async_playwright
+
+    server = NetraServer(log_path=log_path)
+    server.start()
+    try:
+        async with async_playwright() as playwright:
+            browser = await launch_chromium(playwright)
+            pages = Pages(browser, server.base_url)
+            try:
+                yield server, browser, pages
+            finally:
+                await pages.close()
+                await browser.close()
+    finally:
+        server.stop()
+
+
+def run_benchmark(
+    measure: Callable[[Path], Any], output: Path
+) -> dict[str, Any]:
+    """Run `measure(server_log_path)` and write its result as JSON to `output`."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    log_path = output.with_suffix(".server.log")
+    log_path.unlink(missing_ok=True)
+    result: dict[str, Any] = asyncio.run(measure(log_path))
+    output.write_text(json.dumps(result, indent=1) + "\n")
+    return result
