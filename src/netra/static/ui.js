@@ -108,6 +108,29 @@ function statsLine(s) {
   );
 }
 
+/** The collapsible debug panel both pages share, appended to <main>. */
+const DEBUG_PANEL = `
+  <summary>Debug</summary>
+  <div class="debug-grid">
+    <section>
+      <h2>Stats (every second)</h2>
+      <table data-role="stats"></table>
+      <pre data-role="stats-log"></pre>
+    </section>
+    <section>
+      <h2>State timeline</h2>
+      <ol data-role="timeline"></ol>
+    </section>
+  </div>`;
+
+function addDebugPanel() {
+  const panel = document.createElement("details");
+  panel.className = "debug";
+  panel.dataset.role = "debug";
+  panel.innerHTML = DEBUG_PANEL;
+  (document.querySelector("main") ?? document.body).append(panel);
+}
+
 /**
  * Bind a client to the shared page parts and start the debug panel.
  * @param {NetraClient} client
@@ -115,6 +138,7 @@ function statsLine(s) {
  * @param {HTMLVideoElement | null} video  the page's main video, whose frames are counted
  */
 export function bindPage(client, labels, video) {
+  addDebugPanel();
   const body = document.body;
   const stateTexts = document.querySelectorAll("[data-role=state]");
   const errorLine = /** @type {HTMLElement} */ ($("[data-role=error]"));
