@@ -102,42 +102,55 @@ async def test_a_streamer_whose_connection_never_completes_is_told_the_stream_fa
         await signaling.close()
 
 
-def count_plis(publisher_pc: RTCPeerConnection) -> list[float]:
-    """Times at which the publisher's video sender receives a PLI."""
-    seen: list[float] = []
-    sender = next(t.sender for t in publisher_pc.getTransceivers() if t.kind == "video")
-    original = sender._handle_rtcp_packet
+class PliCounter:
+    """Times at which a publisher's video sender receives a PLI, and a wait for the next."""
 
-    async def handle(packet: Any) -> None:
-        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
-            seen.append(asyncio.get_running_loop().time())
-        await original(packet)
+    def __init__(self, publisher_pc: RTCPeerConnection) -> None:
+        self.times: list[float] = []
+        self._arrived = asyncio.Event()
+        sender = next(t.sender for t in publisher_pc.getTransceivers() if t.kind == "video")
+        original = sender._handle_rtcp_packet
 
-    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
-    return seen
+        async def handle(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
+                self.times.append(asyncio.get_running_loop().time())
+                self._arrived.set()
+            await original(packet)
+
+        sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+    async def wait_after(self, moment: float, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.times or self.times[-1] <= moment:
+                self._arrived.clear()
+                await self._arrived.wait()
 
 
 async def test_a_viewer_pli_storm_reaches_the_streamer_at_most_twice_a_second(
     peers: Peers,
 ) -> None:
-    reception = await watching(peers, "storm")
-    publisher = peers.clients[0]
-    assert publisher.pc is not None  # type: ignore[union-attr]
-    plis = count_plis(publisher.pc)  # type: ignore[union-attr]
+    publisher = await peers.publisher("storm")
+    await publisher.join_and_publish()
+    viewer = await peers.viewer("storm")
+    await viewer.join()
+    reception = await viewer.watch(video=20, audio=10)
+    assert publisher.pc is not None
+    plis = PliCounter(publisher.pc)
     video_ssrc = reception.media_ssrc("video")
     loop = asyncio.get_running_loop()
     start = loop.time()
 
-    for _ in range(40):  # 40 PLIs over 2 s: far more than a browser would send
+    for _ in range(40):  # 40 PLIs paced over 2 s: far more than a browser would send
         pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=reception.rtcp_ssrc(), media_ssrc=video_ssrc)
         await reception.send_rtcp(pli)
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.6)  # the last coalesced request goes out at the end of its window
+    # The requests of the last window are coalesced into one sent when the window ends.
+    await plis.wait_after(loop.time() - 0.05, timeout=2)
     elapsed = loop.time() - start
 
-    assert plis, "no PLI reached the streamer at all"
-    assert len(plis) <= elapsed / 0.5 + 1, f"{len(plis)} PLIs in {elapsed:.1f} s"
-    gaps = [b - a for a, b in zip(plis, plis[1:], strict=False)]
+    assert plis.times, "no PLI reached the streamer at all"
+    assert len(plis.times) <= elapsed / 0.5 + 1, f"{len(plis.times)} PLIs in {elapsed:.1f} s"
+    gaps = [b - a for a, b in zip(plis.times, plis.times[1:], strict=False)]
     assert all(gap >= 0.45 for gap in gaps), gaps
 
 

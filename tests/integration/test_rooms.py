@@ -53,7 +53,7 @@ async def test_a_viewer_who_leaves_or_drops_has_its_server_state_freed(
     assert room is not None
 
     def subscriptions() -> list[int]:
-        return [p.subscription_count for p in room.publications]
+        return [len(p.snapshot()["subscriptions"]) for p in room.publications]
 
     assert subscriptions() == [2, 2]
     await leaving.signaling.send({"type": "leave"})

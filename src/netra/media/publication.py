@@ -174,10 +174,6 @@ class Publication:
         if not group.subscriptions:
             del self._groups[subscription.group_key]
 
-    @property
-    def subscription_count(self) -> int:
-        return sum(len(g.subscriptions) for g in self._groups.values())
-
     # --- keyframe requests ---------------------------------------------------------------
 
     def request_keyframe(self) -> None:
