@@ -1,0 +1,207 @@
+"""A server under test: how to start it, stop it, and negotiate with it.
+
+The load tool knows nothing about a server's signaling; each Target does its own (Netra's
+WebSocket protocol here, Janus's JSON API in janus.py) and hands back a Session to close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+READY_TIMEOUT = 20.0
+NEGOTIATION_TIMEOUT = 20.0
+
+
+class TargetUnavailable(RuntimeError):
+    """The server cannot run here; the message says what is missing."""
+
+
+class Session(Protocol):
+    async def close(self) -> None: ...
+
+
+class Target(Protocol):
+    name: str
+
+    @property
+    def pid(self) -> int:
+        """The server's process id, for CPU and RSS from /proc."""
+        ...
+
+    async def start(self, cpu: int | None) -> None:
+        """Start the server (pinned to `cpu` when given) and wait until it accepts clients."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, pc: RTCPeerConnection) -> Session:
+        """Offer `pc` (its sendonly transceivers already added) as the room's publisher and
+        apply the server's answer."""
+        ...
+
+    async def subscribe(
+        self, pc: RTCPeerConnection, prepared: Callable[[], None]
+    ) -> tuple[Session, float]:
+        """Join as a viewer: apply the server's offer, create and set the answer, call
+        `prepared()` (the bot installs its packet tap there), send the answer. Returns the
+        session and the time.perf_counter() at which the answer was sent."""
+        ...
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+async def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise TargetUnavailable(f"{what} exited with code {process.returncode} at start")
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.05)
+    raise TargetUnavailable(f"{what} did not listen on 127.0.0.1:{port} in {READY_TIMEOUT:g} s")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """End the process this tool started (by its own handle), politely first."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+class _NetraSession:
+    """One signaling WebSocket, read all along: aiohttp answers the server's heartbeat pings
+    only while someone reads."""
+
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._http = http
+        self._ws = ws
+        self._inbox: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._ws:
+                if frame.type == aiohttp.WSMsgType.TEXT:
+                    self._inbox.put_nowait(json.loads(frame.data))
+        finally:
+            self._inbox.put_nowait(None)
+
+    async def next(self, type_: str) -> dict[str, object]:
+        async with asyncio.timeout(NEGOTIATION_TIMEOUT):
+            while (message := await self._inbox.get()) is not None:
+                if message.get("type") == type_:
+                    return message
+                if message.get("type") == "error":
+                    raise RuntimeError(f"netra refused: {message}")
+        raise RuntimeError(f"netra closed the socket before {type_!r}")
+
+    async def send(self, message: dict[str, object]) -> None:
+        await self._ws.send_str(json.dumps(message))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self._http.close()
+
+
+class NetraTarget:
+    """`netra serve` as a subprocess on 127.0.0.1, offering loopback candidates only."""
+
+    name = "netra"
+
+    def __init__(self, room: str = "bench") -> None:
+        self.room = room
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    async def start(self, cpu: int | None) -> None:
+        self.port = free_port()
+        command = [
+            sys.executable, "-m", "netra", "serve",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--candidate-address", "127.0.0.1", "--log-level", "WARNING",
+        ]  # fmt: skip
+        env = {**os.environ, "NETRA_ICE_SERVERS": ""}
+        self._process = subprocess.Popen(pinned(command, cpu), env=env)
+        await wait_for_port(self.port, self._process, "netra serve")
+
+    async def stop(self) -> None:
+        stop_process(self._process)
+        self._process = None
+
+    async def _join(self, role: str) -> _NetraSession:
+        http = aiohttp.ClientSession()
+        try:
+            ws = await http.ws_connect(f"http://127.0.0.1:{self.port}/ws", max_msg_size=0)
+            session = _NetraSession(http, ws)
+            await session.send({"type": "join", "roomId": self.room, "role": role})
+            await session.next("joined")
+        except BaseException:
+            await http.close()
+            raise
+        return session
+
+    async def publish(self, pc: RTCPeerConnection) -> Session:
+        session = await self._join("streamer")
+        try:
+            await pc.setLocalDescription(await pc.createOffer())
+            await session.send({"type": "offer", "sdp": pc.localDescription.sdp})
+            await session.send({"type": "candidate", "candidate": None})
+            answer = await session.next("answer")
+            await pc.setRemoteDescription(RTCSessionDescription(str(answer["sdp"]), "answer"))
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def subscribe(
+        self, pc: RTCPeerConnection, prepared: Callable[[], None]
+    ) -> tuple[Session, float]:
+        session = await self._join("viewer")
+        try:
+            offer = await session.next("offer")
+            await pc.setRemoteDescription(RTCSessionDescription(str(offer["sdp"]), "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            prepared()
+            await session.send({"type": "answer", "sdp": pc.localDescription.sdp})
+            answered_at = time.perf_counter()
+            await session.send({"type": "candidate", "candidate": None})
+        except BaseException:
+            await session.close()
+            raise
+        return session, answered_at
