@@ -25,16 +25,16 @@ def test_video_is_dropped_until_a_start_point_then_renumbered_from_the_chosen_st
     assert rewrite(s, 40, 90_000, can_start=False) is None
     first = rewrite(s, 41, 93_000, can_start=True)
     assert first is not None
-    assert (first.sequence_number, first.timestamp) == (1000, 98_000)
-    assert rewrite(s, 42, 93_000, can_start=False).sequence_number == 1001
+    assert first == (1000, 98_000)
+    assert rewrite(s, 42, 93_000, can_start=False)[0] == 1001
 
 
 def test_upstream_gaps_stay_gaps_so_retransmissions_map_back():
     s = state(next_out_seq=10)
     rewrite(s, 100, 0, True)
-    assert rewrite(s, 103, 0, False).sequence_number == 13
+    assert rewrite(s, 103, 0, False)[0] == 13
     late = rewrite(s, 101, 0, False)  # the publisher's retransmission of a lost packet
-    assert late.sequence_number == 11
+    assert late[0] == 11
 
 
 def test_packets_from_before_the_start_are_not_forwarded():
@@ -47,8 +47,8 @@ def test_sequence_and_timestamp_wrap_around():
     s = state(next_out_seq=0xFFFF, ts_offset=10)
     rewrite(s, 7, 0xFFFFFFFF - 5, True)
     nxt = rewrite(s, 8, 0xFFFFFFFF, False)
-    assert nxt.sequence_number == 0
-    assert nxt.timestamp == 9
+    assert nxt[0] == 0
+    assert nxt[1] == 9
 
 
 def test_a_nack_maps_to_the_publishers_packet_only_within_what_was_sent():
@@ -65,7 +65,7 @@ def test_long_streams_keep_forwarding_across_many_wraps():
     s = state(next_out_seq=0)
     rewrite(s, 0, 0, True)
     for i in range(1, 200_000):
-        assert rewrite(s, i & 0xFFFF, 0, False).sequence_number == i & 0xFFFF
+        assert rewrite(s, i & 0xFFFF, 0, False)[0] == i & 0xFFFF
 
 
 def test_publisher_timestamps_from_sender_reports_map_with_the_same_offset():

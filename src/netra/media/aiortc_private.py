@@ -7,13 +7,22 @@ pinned to aiortc 1.16; `check()` fails loudly at start-up and in the tests if a 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import aioice.ice
+import pylibsrtp
 from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import State as _DtlsState
 from aiortc.rtp import RtpPacket
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
+
+_DTLS_CONNECTED = _DtlsState.CONNECTED
+_RTP_FIELDS = struct.Struct("!HII")  # sequence number, timestamp, SSRC at byte offset 2
+_SRTP_TRAILER = 16 + 128  # the most libsrtp may append (auth tag, MKI), as pylibsrtp allows
 
 # (owner, attribute) pairs checked by check(); instance attributes are checked on a live object.
 _CLASS_NAMES: tuple[tuple[type, str], ...] = (
@@ -37,6 +46,11 @@ _INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
     (RTCDtlsTransport, "_state"),
     (RTCIceTransport, "_connection"),
     (aioice.ice.Connection, "_nominated"),
+    (aioice.ice.Connection, "_protocols"),
+    (RTCDtlsTransport, "_rx_srtp"),
+    (pylibsrtp.Session, "_cdata"),
+    (pylibsrtp.Session, "_buffer"),
+    (pylibsrtp.Session, "_srtp"),
     (aioice.ice.CandidatePair, "protocol"),
 )
 # Set outside __init__ (in connection_made), so checked by name in the method's code.
@@ -165,29 +179,110 @@ def sender_ssrc(sender: RTCRtpSender) -> int:
 
 
 class DirectSend:
-    """Protect and send one datagram on a viewer's DTLS transport without aiortc's
-    four-level coroutine chain (fan-out.md (c+)). Synchronous: no await per packet."""
+    """Protect and send datagrams on a viewer's DTLS transport without aiortc's four-level
+    coroutine chain (fan-out.md (c+)). Synchronous: no await per packet.
 
-    __slots__ = ("_dtls",)
+    `rtp_rewritten` is the per-packet-per-viewer call: it copies the group's template straight
+    into libsrtp's working buffer, patches sequence number, timestamp and SSRC there, protects
+    in place and sends: one copy in and one out, where pylibsrtp's `protect()` makes three.
+    The route (socket, address, SRTP session) is looked up once per connection, not per packet.
+    """
+
+    __slots__ = ("_dtls", "_route", "_length")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
+        self._route: tuple[Any, ...] | None = None
+        self._length = _srtp_ffi.new("int *")
 
-    def _pair(self) -> Any:
-        if self._dtls._state.name != "CONNECTED":
+    def _resolve(self) -> tuple[Any, ...] | None:
+        self._route = None
+        if self._dtls._state is not _DTLS_CONNECTED:
             return None
-        return self._dtls.transport._connection._nominated.get(1)
+        pair = self._dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return None
+        session = self._dtls._tx_srtp
+        cdata = session._cdata
+        self._route = (
+            pair.protocol.transport.sendto,
+            pair.remote_addr,
+            session,
+            session._srtp[0],
+            cdata,
+            session._buffer,
+            len(cdata) - _SRTP_TRAILER,
+        )
+        return self._route
+
+    def rtp_rewritten(self, template: bytes, seq: int, timestamp: int, ssrc: int) -> bool:
+        route = self._route
+        if route is None or self._dtls._state is not _DTLS_CONNECTED:
+            route = self._resolve()
+            if route is None:
+                return False
+        sendto, addr, _, srtp, cdata, buffer, room = route
+        size = len(template)
+        if size > room:
+            return False
+        buffer[0:size] = template
+        _RTP_FIELDS.pack_into(buffer, 2, seq, timestamp, ssrc)
+        length = self._length
+        length[0] = size
+        if _srtp_lib.srtp_protect(srtp, cdata, length):
+            return False
+        sendto(buffer[0 : length[0]], addr)
+        return True
 
     def rtp(self, data: bytes) -> bool:
-        pair = self._pair()
-        if pair is None:
-            return False
-        pair.protocol.transport.sendto(self._dtls._tx_srtp.protect(data), pair.remote_addr)
+        route = self._route
+        if route is None or self._dtls._state is not _DTLS_CONNECTED:
+            route = self._resolve()
+            if route is None:
+                return False
+        route[0](route[2].protect(data), route[1])
         return True
 
     def rtcp(self, data: bytes) -> bool:
-        pair = self._pair()
-        if pair is None:
-            return False
-        pair.protocol.transport.sendto(self._dtls._tx_srtp.protect_rtcp(data), pair.remote_addr)
+        route = self._route
+        if route is None or self._dtls._state is not _DTLS_CONNECTED:
+            route = self._resolve()
+            if route is None:
+                return False
+        route[0](route[2].protect_rtcp(data), route[1])
         return True
+
+
+# --- The load tool's side (netra bench): count packets without aiortc's receive path ---------
+
+
+def tap_datagrams(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> None:
+    """Hand every SRTP (not SRTCP) datagram arriving on this transport's ICE sockets to
+    `on_rtp`, still encrypted, instead of to aiortc; STUN, DTLS and RTCP go on as before.
+    Call it once the local description is set (the sockets exist then)."""
+    for protocol in dtls.transport._connection._protocols:
+        original = protocol.datagram_received
+
+        def datagram_received(data: Any, addr: Any, original: Any = original) -> None:
+            # RFC 7983 demux: 128-191 is RTP or RTCP; RTCP packet types are 192-223.
+            if 127 < data[0] < 192 and not 191 < data[1] < 224:
+                on_rtp(data)
+            else:
+                original(data, addr)
+
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
+        sock = protocol.transport.get_extra_info("socket")
+        if sock is not None:  # room for a burst while the load generator is busy
+            import socket
+
+            force = getattr(socket, "SO_RCVBUFFORCE", 33)  # root may exceed rmem_max
+            for option in (force, socket.SO_RCVBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+                    break
+                except OSError:
+                    continue
+
+
+def unprotect_rtp(dtls: RTCDtlsTransport, data: bytes) -> bytes:
+    return bytes(dtls._rx_srtp.unprotect(data))

@@ -42,32 +42,37 @@ class TrackRewrite:
     newest_in_seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Rewritten:
-    sequence_number: int
-    timestamp: int
-
-
-def rewrite(state: TrackRewrite, in_seq: int, in_ts: int, can_start: bool) -> Rewritten | None:
-    """Decide one packet. `can_start`: the packet may begin a stream (keyframe start for
-    video; always for audio). Returns None to drop."""
-    if not state.started:
-        if not can_start:
-            return None
+def rewrite(
+    state: TrackRewrite, in_seq: int, in_ts: int, can_start: bool
+) -> tuple[int, int] | None:
+    """Decide one packet: its (sequence number, timestamp) for this viewer, or None to drop.
+    `can_start`: the packet may begin a stream (keyframe start for video; always for audio).
+    A plain tuple: this runs once per packet per viewer."""
+    if state.started:
+        ahead = (in_seq - state.newest_in_seq) & SEQ_MASK
+        if 0 < ahead < 0x8000:
+            state.newest_in_seq = in_seq
+            if ((in_seq - state.oldest_in_seq) & SEQ_MASK) > WINDOW:
+                state.oldest_in_seq = (in_seq - WINDOW) & SEQ_MASK
+        elif seq_newer(state.oldest_in_seq, in_seq):
+            return None  # from before this viewer's start: it cannot decode it
+    elif not can_start:
+        return None
+    else:
         state.started = True
         state.seq_offset = (state.next_out_seq - in_seq) & SEQ_MASK
         state.oldest_in_seq = in_seq
         state.newest_in_seq = in_seq
-    elif seq_newer(in_seq, state.newest_in_seq):
-        state.newest_in_seq = in_seq
-        if ((in_seq - state.oldest_in_seq) & SEQ_MASK) > WINDOW:
-            state.oldest_in_seq = (in_seq - WINDOW) & SEQ_MASK
-    elif seq_newer(state.oldest_in_seq, in_seq):
-        return None  # from before this viewer's start: it cannot decode it
-    return Rewritten(
-        sequence_number=(in_seq + state.seq_offset) & SEQ_MASK,
-        timestamp=(in_ts + state.ts_offset) & TS_MASK,
-    )
+    return (in_seq + state.seq_offset) & SEQ_MASK, (in_ts + state.ts_offset) & TS_MASK
+
+
+def resync(state: TrackRewrite) -> None:
+    """Stop until the next start point (a keyframe), then go on with the next sequence number
+    as if nothing was skipped: for a viewer that lost more than retransmission can repair."""
+    if not state.started:
+        return
+    state.next_out_seq = (state.newest_in_seq + state.seq_offset + 1) & SEQ_MASK
+    state.started = False
 
 
 def upstream_seq(state: TrackRewrite, out_seq: int) -> int | None:

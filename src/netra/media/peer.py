@@ -114,8 +114,9 @@ class Peer:
 
     # --- ICE ------------------------------------------------------------------------------
 
-    async def add_candidate(self, candidate: str | None, sdp_mid: str | None,
-                            sdp_mline_index: int | None) -> None:
+    async def add_candidate(
+        self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None
+    ) -> None:
         """A trickled candidate (None: end-of-candidates), held until the remote
         description it belongs to is set."""
         if candidate:
@@ -191,4 +192,3 @@ class Peer:
         for publication in self.publications:
             publication.close()
         await self.pc.close()
-

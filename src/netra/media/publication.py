@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 HISTORY_SIZE = 1024  # packets kept per group to answer NACKs (~3 s of 720p video)
 KEYFRAME_REQUEST_INTERVAL = 0.5  # at most one PLI per publisher track per this many seconds
+# Fast start (docs/architecture.md): a joining viewer is sent the current group of pictures
+# at once when its keyframe is at most this old, instead of waiting for a PLI that the rate
+# limit may hold back; equal to the interval, so no joiner ever waits on the limiter.
+CATCH_UP_SECONDS = KEYFRAME_REQUEST_INTERVAL
+CATCH_UP_MAX_PACKETS = 512  # bound on one replay (0.5 s of 720p is ~150 packets)
 
 
 def abs_send_time(now: float) -> int:
@@ -91,14 +96,15 @@ class Publication:
         self.kind = kind
         self.codec = codec
         self._receiver = receiver
-        self._is_keyframe_start: Callable[[bytes], bool] | None = keyframe_detector(
-            codec.mimeType
-        )
+        self._is_keyframe_start: Callable[[bytes], bool] | None = keyframe_detector(codec.mimeType)
         self._groups: dict[tuple[Any, ...], Group] = {}
         self.media_ssrc: int | None = None
         # The publisher's latest sender report: (NTP timestamp, RTP timestamp).
         self.sender_report: tuple[int, int] | None = None
         self._last_keyframe_request = float("-inf")
+        # The latest keyframe start: (upstream sequence number, monotonic arrival time).
+        self._keyframe: tuple[int, float] | None = None
+        self._newest_seq: int | None = None
         self._pending_keyframe_request: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
@@ -107,6 +113,7 @@ class Publication:
             "bytes": 0,
             "keyframes": 0,
             "keyframe_requests": 0,
+            "catch_ups": 0,
             "forward_errors": 0,
         }
         aiortc_private.tap_receiver(receiver, self._on_packet, self._on_rtcp)
@@ -129,12 +136,14 @@ class Publication:
         self.stats["bytes"] += len(packet.payload)
         detector = self._is_keyframe_start
         can_start = True if detector is None else detector(packet.payload)
+        seq = packet.sequence_number
         if can_start and detector is not None:
             self.stats["keyframes"] += 1
+            self._keyframe = (seq, time.monotonic())
+        self._newest_seq = seq
         if not self._groups:
             return
         send_time = abs_send_time(time.time())
-        seq = packet.sequence_number
         ts = packet.timestamp
         for group in self._groups.values():
             template = group.serialize(packet, send_time)
@@ -163,7 +172,7 @@ class Publication:
             )
         group.subscriptions.append(subscription)
         if self.kind == "video":
-            self.request_keyframe()
+            self.start_viewer(subscription, group)
         return group
 
     def detach(self, subscription: Subscription) -> None:
@@ -174,7 +183,41 @@ class Publication:
         if not group.subscriptions:
             del self._groups[subscription.group_key]
 
-    # --- keyframe requests ---------------------------------------------------------------
+    # --- keyframes -----------------------------------------------------------------------
+
+    def start_viewer(self, subscription: Subscription, group: Group | None = None) -> None:
+        """Get a video viewer (joining, or resyncing after loss) to a keyframe: replay the
+        current group of pictures from the history when its keyframe is fresh, and ask the
+        publisher for a new one when it is not fresh enough for the next joiner."""
+        group = group or self._groups.get(subscription.group_key)
+        replay = None if group is None else self._catch_up(group)
+        age = float("inf") if self._keyframe is None else time.monotonic() - self._keyframe[1]
+        if replay is None or age > CATCH_UP_SECONDS / 2:
+            self.request_keyframe()
+        if replay is None:
+            return
+        self.stats["catch_ups"] += 1
+        for template in replay:
+            seq = int.from_bytes(template[2:4], "big")
+            ts = int.from_bytes(template[4:8], "big")
+            subscription.forward(template, seq, ts, template is replay[0])
+
+    def _catch_up(self, group: Group) -> list[bytes] | None:
+        """The group's packets from the latest keyframe to the newest, if that keyframe is
+        fresh and every packet since is in the history; else None."""
+        if self._keyframe is None or self._newest_seq is None:
+            return None
+        start, arrived = self._keyframe
+        count = ((self._newest_seq - start) & 0xFFFF) + 1
+        if time.monotonic() - arrived > CATCH_UP_SECONDS or count > CATCH_UP_MAX_PACKETS:
+            return None
+        replay = []
+        for offset in range(count):
+            template = group.history.get((start + offset) & 0xFFFF)
+            if template is None:
+                return None
+            replay.append(template)
+        return replay
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, at most once per KEYFRAME_REQUEST_INTERVAL:

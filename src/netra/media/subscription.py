@@ -37,10 +37,10 @@ from netra.media.forwarder import (
     upstream_seq,
     viewer_rtp_timestamp,
 )
+from netra.media.forwarder import resync as forwarder_resync
 from netra.media.publication import Group, Publication
 
 RTCP_PSFB_FIR = 4
-_HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at byte offset 2
 # A video viewer that has had no keyframe this long asks again: Chromium sends keyframes only
 # on request, and a viewer that never got one sends no PLI of its own.
 KEYFRAME_RETRY_SECONDS = 1.0
@@ -60,11 +60,13 @@ class Subscription:
         self._budget = RetransmitBudget()
         self._keyframe_retry: asyncio.TimerHandle | None = None
         self.closed = False
+        # Counted on every packet, so kept as plain attributes rather than in `stats`.
+        self.packets = 0
+        self.octets = 0
+        self.dropped = 0
+        self.send_failures = 0
         self.stats: dict[str, Any] = {
-            "packets": 0,
-            "octets": 0,
-            "dropped": 0,
-            "send_failures": 0,
+            "resyncs": 0,
             "retransmitted": 0,
             "retransmits_refused": 0,
             "nacks": 0,
@@ -133,22 +135,30 @@ class Subscription:
         was_started = state.started
         decision = rewrite(state, seq, ts, can_start)
         if decision is None:
-            self.stats["dropped"] += 1
+            self.dropped += 1
             return
-        packet = bytearray(template)
-        _HEADER.pack_into(packet, 2, decision.sequence_number, decision.timestamp, self.ssrc)
         try:
-            sent = send.rtp(bytes(packet))
+            sent = send.rtp_rewritten(template, decision[0], decision[1], self.ssrc)
         except Exception:  # a broken transport must not stop the fan-out loop
             sent = False
         if not sent:
-            self.stats["send_failures"] += 1
+            self.send_failures += 1
             return
-        self.stats["packets"] += 1
-        self.stats["octets"] += len(packet) - 12
+        self.packets += 1
+        self.octets += len(template) - 12
         if not was_started and self.publication.sender_report is not None:
             # Give the viewer the A/V mapping at once instead of at the next upstream SR.
             self.send_sender_report(*self.publication.sender_report)
+
+    def resync(self) -> None:
+        """Stop sending video this viewer cannot decode after unrepairable loss, and resume
+        it at the next keyframe (replayed at once when the publication has a fresh one)."""
+        state = self._rewrite
+        if self.kind != "video" or state is None or not state.started or self.closed:
+            return
+        forwarder_resync(state)
+        self.stats["resyncs"] += 1
+        self.publication.start_viewer(self)
 
     # --- RTCP ----------------------------------------------------------------------------
 
@@ -161,8 +171,8 @@ class Subscription:
             sender_info=RtcpSenderInfo(
                 ntp_timestamp=ntp_timestamp,
                 rtp_timestamp=viewer_rtp_timestamp(state, rtp_timestamp),
-                packet_count=self.stats["packets"] & 0xFFFFFFFF,
-                octet_count=self.stats["octets"] & 0xFFFFFFFF,
+                packet_count=self.packets & 0xFFFFFFFF,
+                octet_count=self.octets & 0xFFFFFFFF,
             ),
         )
         try:
@@ -172,7 +182,7 @@ class Subscription:
                 while len(self._sr_sent_at) > 8:
                     del self._sr_sent_at[next(iter(self._sr_sent_at))]
         except Exception:
-            self.stats["send_failures"] += 1
+            self.send_failures += 1
 
     def _on_rtcp(self, packet: Any) -> None:
         if self.closed:
@@ -209,20 +219,27 @@ class Subscription:
         if state is None or self._group is None or self._send is None:
             return
         in_seq = upstream_seq(state, out_seq)
-        template = None if in_seq is None else self._group.history.get(in_seq)
+        if in_seq is None:
+            return  # not ours under the current mapping (e.g. from before a resync)
+        template = self._group.history.get(in_seq)
         if template is None:
+            self.resync()  # too old to repair: a picture that decodes beats a broken one
             return
         if not take_retransmit(self._budget, now):
             self.stats["retransmits_refused"] += 1
+            self.resync()
             return
-        packet = bytearray(template)
         ts = int.from_bytes(template[4:8], "big")
-        _HEADER.pack_into(packet, 2, out_seq, viewer_rtp_timestamp(state, ts), self.ssrc)
         try:
-            if self._send.rtp(bytes(packet)):
-                self.stats["retransmitted"] += 1
+            sent = self._send.rtp_rewritten(
+                template, out_seq, viewer_rtp_timestamp(state, ts), self.ssrc
+            )
         except Exception:
-            self.stats["send_failures"] += 1
+            sent = False
+        if sent:
+            self.stats["retransmitted"] += 1
+        else:
+            self.send_failures += 1
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -238,4 +255,12 @@ class Subscription:
         self._send = None
 
     def snapshot(self) -> dict[str, object]:
-        return {"kind": self.kind, "ssrc": self.ssrc, **self.stats}
+        return {
+            "kind": self.kind,
+            "ssrc": self.ssrc,
+            "packets": self.packets,
+            "octets": self.octets,
+            "dropped": self.dropped,
+            "send_failures": self.send_failures,
+            **self.stats,
+        }
