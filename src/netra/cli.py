@@ -33,11 +33,22 @@ def _parser() -> argparse.ArgumentParser:
         help="public address of a server behind 1:1 NAT, written into the server's SDP",
     )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    bench = commands.add_parser(
+        "bench", help="measure how many viewers a server carries (a load tool; see README)"
+    )
+    from netra.bench.command import add_arguments
+
+    add_arguments(bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        from netra.bench.command import main as bench
+
+        bench(args)
+        return
     try:
         config = config_from_env(
             host=args.host,

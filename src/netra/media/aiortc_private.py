@@ -284,5 +284,9 @@ def tap_datagrams(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> No
                     continue
 
 
+def has_srtp_keys(dtls: RTCDtlsTransport) -> bool:
+    return getattr(dtls, "_rx_srtp", None) is not None
+
+
 def unprotect_rtp(dtls: RTCDtlsTransport, data: bytes) -> bytes:
     return bytes(dtls._rx_srtp.unprotect(data))

@@ -30,6 +30,7 @@ KEYFRAME_REQUEST_INTERVAL = 0.5  # at most one PLI per publisher track per this 
 # at once when its keyframe is at most this old, instead of waiting for a PLI that the rate
 # limit may hold back; equal to the interval, so no joiner ever waits on the limiter.
 CATCH_UP_SECONDS = KEYFRAME_REQUEST_INTERVAL
+KEYFRAME_IN_FLIGHT = 0.25  # a keyframe asked for this recently is still on its way
 CATCH_UP_MAX_PACKETS = 512  # bound on one replay (0.5 s of 720p is ~150 packets)
 
 
@@ -105,6 +106,7 @@ class Publication:
         # The latest keyframe start: (upstream sequence number, monotonic arrival time).
         self._keyframe: tuple[int, float] | None = None
         self._newest_seq: int | None = None
+        self._requested_at = float("-inf")  # monotonic time of the last PLI sent
         self._pending_keyframe_request: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
@@ -191,8 +193,12 @@ class Publication:
         publisher for a new one when it is not fresh enough for the next joiner."""
         group = group or self._groups.get(subscription.group_key)
         replay = None if group is None else self._catch_up(group)
-        age = float("inf") if self._keyframe is None else time.monotonic() - self._keyframe[1]
-        if replay is None or age > CATCH_UP_SECONDS / 2:
+        now = time.monotonic()
+        arrived = float("-inf") if self._keyframe is None else self._keyframe[1]
+        in_flight = arrived < self._requested_at and now - self._requested_at < KEYFRAME_IN_FLIGHT
+        if not in_flight and (replay is None or now - arrived > CATCH_UP_SECONDS / 2):
+            # Keep the replayable GOP short for the next joiner; a keyframe already asked for
+            # will reach this viewer live.
             self.request_keyframe()
         if replay is None:
             return
@@ -237,6 +243,7 @@ class Publication:
             # No packet yet: the publisher's first frame is a keyframe anyway.
             return
         self._last_keyframe_request = asyncio.get_running_loop().time()
+        self._requested_at = time.monotonic()
         self.stats["keyframe_requests"] += 1
         task = asyncio.ensure_future(aiortc_private.send_pli(self._receiver, self.media_ssrc))
         self._tasks.add(task)
