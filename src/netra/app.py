@@ -20,6 +20,7 @@ logger = logging.getLogger("netra")
 
 STATIC = Path(__file__).parent / "static"
 
+
 def _page(name: str) -> Handler:
     async def handler(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})

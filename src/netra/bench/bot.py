@@ -295,6 +295,8 @@ class ViewerBot:
         return self.connected_at - self.offer_at
 
     async def close(self) -> None:
+        if self._send is not None:
+            self._send.close()
         if self._session is not None:
             await self._session.close()
         await self.pc.close()

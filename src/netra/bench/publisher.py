@@ -217,6 +217,9 @@ class SyntheticPublisher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        for stream in (self.video, self.audio):
+            if stream is not None:
+                stream.send.close()
         if self._session is not None:
             await self._session.close()
         await self.pc.close()

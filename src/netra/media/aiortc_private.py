@@ -7,6 +7,9 @@ pinned to aiortc 1.16; `check()` fails loudly at start-up and in the tests if a 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -185,35 +188,53 @@ class DirectSend:
     `rtp_rewritten` is the per-packet-per-viewer call: it copies the group's template straight
     into libsrtp's working buffer, patches sequence number, timestamp and SSRC there, protects
     in place and sends: one copy in and one out, where pylibsrtp's `protect()` makes three.
-    The route (socket, address, SRTP session) is looked up once per connection, not per packet.
+    It sends with `sendto` on a duplicate of the ICE socket's descriptor, which costs less than
+    the event loop transport's `sendto`; when the kernel buffer is full it falls back to the
+    transport, which queues. The route (socket, address, SRTP session) is looked up once per
+    connection, not per packet. `close()` releases the duplicate descriptor.
     """
 
-    __slots__ = ("_dtls", "_route", "_length")
+    __slots__ = ("_dtls", "_route", "_length", "_socket")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
         self._route: tuple[Any, ...] | None = None
         self._length = _srtp_ffi.new("int *")
+        self._socket: socket.socket | None = None
 
     def _resolve(self) -> tuple[Any, ...] | None:
-        self._route = None
+        self.close()
         if self._dtls._state is not _DTLS_CONNECTED:
             return None
         pair = self._dtls.transport._connection._nominated.get(1)
         if pair is None:
             return None
+        transport = pair.protocol.transport
+        fast_sendto: Any = transport.sendto
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            fd = transport.get_extra_info("socket").fileno()
+            self._socket = socket.socket(fileno=os.dup(fd))
+            self._socket.setblocking(False)
+            fast_sendto = self._socket.sendto
         session = self._dtls._tx_srtp
         cdata = session._cdata
         self._route = (
-            pair.protocol.transport.sendto,
+            fast_sendto,
             pair.remote_addr,
             session,
             session._srtp[0],
             cdata,
             session._buffer,
             len(cdata) - _SRTP_TRAILER,
+            transport.sendto,
         )
         return self._route
+
+    def close(self) -> None:
+        self._route = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def rtp_rewritten(self, template: bytes, seq: int, timestamp: int, ssrc: int) -> bool:
         route = self._route
@@ -221,7 +242,7 @@ class DirectSend:
             route = self._resolve()
             if route is None:
                 return False
-        sendto, addr, _, srtp, cdata, buffer, room = route
+        sendto, addr, _, srtp, cdata, buffer, room, queued_sendto = route
         size = len(template)
         if size > room:
             return False
@@ -231,25 +252,31 @@ class DirectSend:
         length[0] = size
         if _srtp_lib.srtp_protect(srtp, cdata, length):
             return False
-        sendto(buffer[0 : length[0]], addr)
+        datagram = buffer[0 : length[0]]
+        try:
+            sendto(datagram, addr)
+        except BlockingIOError:
+            queued_sendto(datagram, addr)
         return True
 
     def rtp(self, data: bytes) -> bool:
-        route = self._route
-        if route is None or self._dtls._state is not _DTLS_CONNECTED:
-            route = self._resolve()
-            if route is None:
-                return False
-        route[0](route[2].protect(data), route[1])
-        return True
+        return self._send_protected(data, rtcp=False)
 
     def rtcp(self, data: bytes) -> bool:
+        return self._send_protected(data, rtcp=True)
+
+    def _send_protected(self, data: bytes, rtcp: bool) -> bool:
         route = self._route
         if route is None or self._dtls._state is not _DTLS_CONNECTED:
             route = self._resolve()
             if route is None:
                 return False
-        route[0](route[2].protect_rtcp(data), route[1])
+        session = route[2]
+        datagram = session.protect_rtcp(data) if rtcp else session.protect(data)
+        try:
+            route[0](datagram, route[1])
+        except BlockingIOError:
+            route[7](datagram, route[1])
         return True
 
 
@@ -273,8 +300,6 @@ def tap_datagrams(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> No
         protocol.datagram_received = datagram_received  # type: ignore[method-assign]
         sock = protocol.transport.get_extra_info("socket")
         if sock is not None:  # room for a burst while the load generator is busy
-            import socket
-
             force = getattr(socket, "SO_RCVBUFFORCE", 33)  # root may exceed rmem_max
             for option in (force, socket.SO_RCVBUF):
                 try:

@@ -252,7 +252,9 @@ class Subscription:
             self._keyframe_retry = None
         self.publication.detach(self)
         self._group = None
-        self._send = None
+        if self._send is not None:
+            self._send.close()
+            self._send = None
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -14,9 +14,7 @@ class RoomRegistry:
     def __init__(self) -> None:
         self._rooms: dict[str, Room] = {}
 
-    def join(
-        self, room_id: str, participant: Participant, resume_key: str | None = None
-    ) -> Room:
+    def join(self, room_id: str, participant: Participant, resume_key: str | None = None) -> Room:
         room = self._rooms.get(room_id)
         created = room is None
         if room is None:
@@ -28,15 +26,20 @@ class RoomRegistry:
         room.join(participant)  # may raise; a new room is then simply not kept
         if created:
             self._rooms[room_id] = room
-            logger.info("room=%s client=%s role=%s room opened", room_id,
-                        participant.client_id, participant.role)
+            logger.info(
+                "room=%s client=%s role=%s room opened",
+                room_id,
+                participant.client_id,
+                participant.role,
+            )
         return room
 
     def _replace(self, room: Room, old: Participant) -> None:
         """Remove a participant whose client has come back on a new connection, at once:
         its old socket may take a heartbeat or two to be noticed dead."""
-        logger.info("room=%s client=%s role=%s replaced by a re-join", room.id,
-                    old.client_id, old.role)
+        logger.info(
+            "room=%s client=%s role=%s replaced by a re-join", room.id, old.client_id, old.role
+        )
         room.end_stream(old, "streamer-disconnected")
         room.leave(old)
         old.listener.replaced()
@@ -45,8 +48,12 @@ class RoomRegistry:
         room.leave(participant)
         if room.is_empty and self._rooms.get(room.id) is room:
             del self._rooms[room.id]
-            logger.info("room=%s client=%s role=%s room closed", room.id,
-                        participant.client_id, participant.role)
+            logger.info(
+                "room=%s client=%s role=%s room closed",
+                room.id,
+                participant.client_id,
+                participant.role,
+            )
 
     def get(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)

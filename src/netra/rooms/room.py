@@ -44,9 +44,7 @@ class Room:
 
     def find(self, resume_key: str, role: Role) -> Participant | None:
         candidates = [self.streamer] if role is Role.STREAMER else list(self.viewers.values())
-        return next(
-            (p for p in candidates if p is not None and p.resume_key == resume_key), None
-        )
+        return next((p for p in candidates if p is not None and p.resume_key == resume_key), None)
 
     def leave(self, participant: Participant) -> None:
         if participant is self.streamer:

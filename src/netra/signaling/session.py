@@ -240,8 +240,10 @@ class SignalingSession:
             await self._close_peer()
             raise
         self._send(m.sdp_message("answer", answer))
-        self.log.info("answered the streamer's offer (%s)",
-                      ", ".join(p.codec.mimeType for p in peer.publications))
+        self.log.info(
+            "answered the streamer's offer (%s)",
+            ", ".join(p.codec.mimeType for p in peer.publications),
+        )
 
     async def _accept_answer(self, participant: Participant, sdp: str) -> None:
         if participant.role is not Role.VIEWER:
