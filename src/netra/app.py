@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 
@@ -78,6 +79,12 @@ def run(config: Config) -> None:
         pass
     else:
         uvloop.install()  # fan-out.md: +20-50 % viewers per core for packet forwarding
+    app = create_app(config)
+    # Full garbage collections scan every live object and stall the fan-out for 100-300 ms
+    # with a few hundred viewers (docs/benchmarks.md): leave what start-up made out of them,
+    # and run them a tenth as often. The forwarding path allocates no tracked objects.
+    gc.freeze()
+    gc.set_threshold(700, 10, 100)
     shown = "localhost" if config.host in ("0.0.0.0", "::") else config.host
     logger.info("Netra on http://%s:%d", shown, config.port)
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None)
+    web.run_app(app, host=config.host, port=config.port, print=None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import itertools
 import os
 import statistics
 import time
@@ -277,10 +279,13 @@ async def run_ladder(
         video_log = publisher.video.log
 
         async def tick() -> None:
-            while True:
-                await asyncio.sleep(1.0)
+            # Each bot reports once a second at its own phase, as independent browsers do;
+            # all at once would be a burst of hundreds of RTCP packets every second.
+            slots = 20
+            for beat in itertools.count():
+                await asyncio.sleep(1.0 / slots)
                 now = time.perf_counter()
-                for bot in bots:
+                for bot in bots[beat % slots :: slots]:
                     bot.tick(now)
 
         ticker = asyncio.create_task(tick(), name="bench-rtcp")
@@ -302,6 +307,9 @@ async def run_ladder(
             ]
             bots.extend(joiners)
             failed = await _join(joiners, target)
+            # This process's own full collections would stall every bot at once and show up
+            # as server latency and loss: the bots live until the end, so freeze them.
+            gc.freeze()
             await asyncio.sleep(options.settle)
             before = _start_window(bots, publisher, target.pid)
             await asyncio.sleep(options.window)
@@ -321,6 +329,7 @@ async def run_ladder(
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
         await _close_all(bots, publisher)
+        gc.unfreeze()
         await target.stop()
     return result
 

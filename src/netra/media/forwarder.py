@@ -1,9 +1,9 @@
 """The forwarding decisions, as pure functions on a small per-subscription state.
 
 A Subscription asks, for every packet of its Publication: drop it, or send it with which
-sequence number and timestamp? It asks again, for a viewer's NACK: which upstream packet is
-this? No I/O here, so every rule is unit-tested without a network (LiveKit's forwarder is the
-model: the forwarder decides, the down-track does).
+sequence number (the timestamp follows from a fixed offset)? It asks again, for a viewer's
+NACK: which upstream packet is this? No I/O here, so every rule is unit-tested without a
+network (LiveKit's forwarder is the model: the forwarder decides, the down-track does).
 
 Sequence numbers: a viewer's stream starts at a random sequence number at its first start
 point (a keyframe for video, any packet for audio); after that the offset to upstream stays
@@ -42,12 +42,11 @@ class TrackRewrite:
     newest_in_seq: int = 0
 
 
-def rewrite(
-    state: TrackRewrite, in_seq: int, in_ts: int, can_start: bool
-) -> tuple[int, int] | None:
-    """Decide one packet: its (sequence number, timestamp) for this viewer, or None to drop.
+def rewrite(state: TrackRewrite, in_seq: int, can_start: bool) -> int:
+    """Decide one packet: this viewer's sequence number for it, or -1 to drop it.
     `can_start`: the packet may begin a stream (keyframe start for video; always for audio).
-    A plain tuple: this runs once per packet per viewer."""
+    An int, not a tuple: this runs once per packet per viewer, and a tuple per call would
+    feed the cyclic garbage collector, whose full passes stall the whole fan-out."""
     if state.started:
         ahead = (in_seq - state.newest_in_seq) & SEQ_MASK
         if 0 < ahead < 0x8000:
@@ -55,15 +54,15 @@ def rewrite(
             if ((in_seq - state.oldest_in_seq) & SEQ_MASK) > WINDOW:
                 state.oldest_in_seq = (in_seq - WINDOW) & SEQ_MASK
         elif seq_newer(state.oldest_in_seq, in_seq):
-            return None  # from before this viewer's start: it cannot decode it
+            return -1  # from before this viewer's start: it cannot decode it
     elif not can_start:
-        return None
+        return -1
     else:
         state.started = True
         state.seq_offset = (state.next_out_seq - in_seq) & SEQ_MASK
         state.oldest_in_seq = in_seq
         state.newest_in_seq = in_seq
-    return (in_seq + state.seq_offset) & SEQ_MASK, (in_ts + state.ts_offset) & TS_MASK
+    return (in_seq + state.seq_offset) & SEQ_MASK
 
 
 def resync(state: TrackRewrite) -> None:

@@ -133,12 +133,14 @@ class Subscription:
         if state is None or send is None:
             return
         was_started = state.started
-        decision = rewrite(state, seq, ts, can_start)
-        if decision is None:
+        out_seq = rewrite(state, seq, can_start)
+        if out_seq < 0:
             self.dropped += 1
             return
         try:
-            sent = send.rtp_rewritten(template, decision[0], decision[1], self.ssrc)
+            sent = send.rtp_rewritten(
+                template, out_seq, (ts + state.ts_offset) & 0xFFFFFFFF, self.ssrc
+            )
         except Exception:  # a broken transport must not stop the fan-out loop
             sent = False
         if not sent:
