@@ -6,7 +6,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test install install-test chromium lint clean
+.PHONY: serve test bench install install-test install-bench chromium janus lint clean
 
 $(BIN)/netra: pyproject.toml
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -23,6 +23,9 @@ install: $(BIN)/netra
 install-test: install
 	$(BIN)/pip install --quiet -e '.[test]'
 
+install-bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+
 serve: install
 	$(BIN)/netra serve --host $(HOST) --port $(PORT)
 
@@ -34,12 +37,25 @@ chromium:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
+# Janus (Debian's 1.1.2) is the side-by-side peer of `netra bench --against janus` and of its
+# test; gcc builds the small loopback shim it needs (docs/benchmarks.md).
+janus:
+	@if [ ! -x /usr/bin/janus ] || ! command -v gcc >/dev/null; then \
+	  echo "installing Debian's janus and gcc"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus gcc libc6-dev; \
+	fi
+
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src/netra
 
-test: install-test chromium lint
+test: install-test chromium janus lint
 	$(BIN)/python -m pytest -q
+
+# The published comparison: Netra and Janus interleaved, three ladders each (~20 min).
+bench: install-bench janus
+	$(BIN)/netra bench --against janus
 
 clean:
 	rm -rf $(VENV) test-output

@@ -101,7 +101,21 @@ def _print_comparison(table: dict[str, dict[str, list[float]]]) -> None:
             print(f"\nviewers per core, Netra / Janus (medians): {netra / janus:.2f}x")
 
 
+def _missing_extras() -> list[str]:
+    import importlib.util
+
+    return [name for name in ("numpy", "matplotlib") if importlib.util.find_spec(name) is None]
+
+
 async def _run(args: argparse.Namespace) -> int:
+    missing = _missing_extras()
+    if missing:
+        print(
+            f"netra bench needs {', '.join(missing)}: pip install 'netra[bench]' "
+            "(or `make install-bench` in a checkout)",
+            file=sys.stderr,
+        )
+        return 2
     aiortc_private.offer_host_addresses(["127.0.0.1"])  # loopback only, never the LAN
     options = LadderOptions(
         step=args.step,

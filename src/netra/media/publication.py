@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from time import monotonic  # one name, so tests can move this module's clock alone
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCRtpCodecParameters, RTCRtpReceiver
@@ -141,7 +142,7 @@ class Publication:
         seq = packet.sequence_number
         if can_start and detector is not None:
             self.stats["keyframes"] += 1
-            self._keyframe = (seq, time.monotonic())
+            self._keyframe = (seq, monotonic())
         self._newest_seq = seq
         if not self._groups:
             return
@@ -193,7 +194,7 @@ class Publication:
         publisher for a new one when it is not fresh enough for the next joiner."""
         group = group or self._groups.get(subscription.group_key)
         replay = None if group is None else self._catch_up(group)
-        now = time.monotonic()
+        now = monotonic()
         arrived = float("-inf") if self._keyframe is None else self._keyframe[1]
         in_flight = arrived < self._requested_at and now - self._requested_at < KEYFRAME_IN_FLIGHT
         if not in_flight and (replay is None or now - arrived > CATCH_UP_SECONDS / 2):
@@ -215,7 +216,7 @@ class Publication:
             return None
         start, arrived = self._keyframe
         count = ((self._newest_seq - start) & 0xFFFF) + 1
-        if time.monotonic() - arrived > CATCH_UP_SECONDS or count > CATCH_UP_MAX_PACKETS:
+        if monotonic() - arrived > CATCH_UP_SECONDS or count > CATCH_UP_MAX_PACKETS:
             return None
         replay = []
         for offset in range(count):
@@ -243,7 +244,7 @@ class Publication:
             # No packet yet: the publisher's first frame is a keyframe anyway.
             return
         self._last_keyframe_request = asyncio.get_running_loop().time()
-        self._requested_at = time.monotonic()
+        self._requested_at = monotonic()
         self.stats["keyframe_requests"] += 1
         task = asyncio.ensure_future(aiortc_private.send_pli(self._receiver, self.media_ssrc))
         self._tasks.add(task)
