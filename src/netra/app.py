@@ -53,13 +53,26 @@ def create_app(config: Config) -> web.Application:
             web.static("/static", STATIC),
         ]
     )
+    app.on_startup.append(_start_monitors)
     app.on_shutdown.append(_close_sessions)
+    app.on_cleanup.append(_stop_monitors)
     return app
+
+
+async def _start_monitors(app: web.Application) -> None:
+    app[SERVICES].loop_lag.start()
+
+
+async def _stop_monitors(app: web.Application) -> None:
+    await app[SERVICES].loop_lag.stop()
 
 
 async def _rooms(request: web.Request) -> web.Response:
     """What is live where: every room's snapshot, for operators and the tests."""
-    return web.json_response({"rooms": request.app[SERVICES].rooms.snapshot()})
+    services = request.app[SERVICES]
+    return web.json_response(
+        {"rooms": services.rooms.snapshot(), "loop_lag": services.loop_lag.snapshot()}
+    )
 
 
 async def _close_sessions(app: web.Application) -> None:

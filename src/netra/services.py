@@ -8,6 +8,7 @@ from aiohttp import web
 from aiortc import RTCIceServer
 
 from netra.config import Config
+from netra.observability.loop_lag import LoopLag
 from netra.rooms.registry import RoomRegistry
 
 
@@ -17,6 +18,7 @@ class Services:
     rooms: RoomRegistry
     ice_servers: list[RTCIceServer]
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    loop_lag: LoopLag = field(default_factory=LoopLag)
 
 
 SERVICES = web.AppKey("netra", Services)

@@ -85,7 +85,10 @@ async def test_the_rooms_api_shows_what_is_live_where(server: Server, peers: Pee
     async with aiohttp.ClientSession() as http:
         async with http.get(server.url + "/api/rooms") as response:
             assert response.status == 200
-            rooms = (await response.json())["rooms"]
+            body = await response.json()
+    rooms = body["rooms"]
+    # The event loop's lateness over the last seconds: measured while the stream ran.
+    assert body["loop_lag"]["max_ms"] is not None and body["loop_lag"]["max_ms"] >= 0
     (room,) = rooms
     assert room["id"] == "on-air" and room["live"] is True and room["viewers"] == 1
     kinds = {p["kind"]: p for p in room["publications"]}

@@ -254,6 +254,9 @@ class JanusTarget:
                 text += (self._dir / name).read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    async def diagnostics(self) -> dict[str, object]:
+        return {}
+
     async def stop(self) -> None:
         # Janus may take a moment to wind down its sessions; wait for it off the event loop.
         await asyncio.to_thread(stop_process, self._process)

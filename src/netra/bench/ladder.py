@@ -56,6 +56,7 @@ class Step:
     load_cpu: float
     failed_joins: int
     impaired_loss: float | None
+    server: dict[str, object] = field(default_factory=dict)  # Target.diagnostics() at the end
     passed: bool = False
     why: str = ""
 
@@ -316,6 +317,8 @@ async def run_ladder(
             after = _Snapshot(bots, publisher, target.pid)
             requests = sum(1 for t in publisher.keyframe_requests if t >= step_start)
             step = _measure(len(bots), bots, joiners, failed, before, after, target.pid, requests)
+            with contextlib.suppress(Exception):
+                step.server = await target.diagnostics()
             step.why = _verdict(step)
             step.passed = not step.why
             result.steps.append(step)

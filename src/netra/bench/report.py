@@ -11,7 +11,7 @@ from netra.bench.ladder import LadderResult, Step
 _COLUMNS = (
     ("viewers", 7), ("cpu", 6), ("rss MB", 7), ("loss", 7), ("worst", 7), ("Mb/s/v", 7),
     ("µs/pkt-v", 8), ("conn p50/95", 12), ("key p50/95", 12), ("lat p50/99", 11),
-    ("PLI", 4), ("load", 5), ("impaired", 8), ("",  0),
+    ("PLI", 4), ("load", 5), ("impaired", 8), ("srv lag", 9), ("",  0),
 )  # fmt: skip
 
 
@@ -25,6 +25,13 @@ def _pair(values: tuple[float | None, float | None]) -> str:
 
 def _pair_fine(values: tuple[float | None, float | None]) -> str:
     return "/".join("-" if v is None else f"{v:.1f}" for v in values)
+
+
+def _loop_lag(step: Step) -> str:
+    lag = step.server.get("loop_lag")
+    if not isinstance(lag, dict) or lag.get("p99_ms") is None:
+        return "-"
+    return f"{lag['p99_ms']:.0f}/{lag['max_ms']:.0f}"
 
 
 def row(step: Step) -> str:
@@ -42,6 +49,7 @@ def row(step: Step) -> str:
         str(step.keyframe_requests),
         f"{step.load_cpu:.0%}",
         "-" if step.impaired_loss is None else f"{step.impaired_loss:.1%}",
+        _loop_lag(step),
         "ok" if step.passed else f"STOP: {step.why}",
     )
     return " ".join(c.rjust(w) for c, (_, w) in zip(cells, _COLUMNS, strict=True)).rstrip()

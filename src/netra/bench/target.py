@@ -46,6 +46,10 @@ class Target(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def diagnostics(self) -> dict[str, object]:
+        """What the server says about itself now (Netra: its event-loop lag), or {}."""
+        ...
+
     async def publish(self, pc: RTCPeerConnection) -> Session:
         """Offer `pc` (its sendonly transceivers already added) as the room's publisher and
         apply the server's answer."""
@@ -163,6 +167,11 @@ class NetraTarget:
     async def stop(self) -> None:
         stop_process(self._process)
         self._process = None
+
+    async def diagnostics(self) -> dict[str, object]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{self.port}/api/rooms") as response:
+                return {"loop_lag": (await response.json())["loop_lag"]}
 
     async def _join(self, role: str) -> _NetraSession:
         http = aiohttp.ClientSession()
