@@ -289,6 +289,14 @@ class ViewerBot:
         return video.keyframe_at - self.answered_at
 
     @property
+    def keyframe_after_connect_seconds(self) -> float | None:
+        """What the server's fast start controls: connected to first keyframe."""
+        video = self.video
+        if video is None or video.keyframe_at is None or self.connected_at is None:
+            return None
+        return video.keyframe_at - self.connected_at
+
+    @property
     def connect_seconds(self) -> float | None:
         if self.connected_at is None or self.offer_at is None:
             return None

@@ -64,6 +64,10 @@ def _compare(results: list[LadderResult]) -> dict[str, dict[str, list[float]]]:
         ) -> list[float]:
             return [v for v in (pick(r) for r in runs) if v is not None]
 
+        def at(r: LadderResult, viewers: int, field: str, index: int) -> float | None:
+            step = next((s for s in r.steps if s.viewers == viewers), None)
+            return getattr(step, field)[index] if step is not None else None
+
         def last_passed(r: LadderResult, field: str, index: int) -> float | None:
             steps = r.passed
             return getattr(steps[-1], field)[index] if steps else None
@@ -74,6 +78,11 @@ def _compare(results: list[LadderResult]) -> dict[str, dict[str, list[float]]]:
             "rss_per_viewer_mb": values(lambda r: r.rss_per_viewer_mb),
             "connect_p50_ms": values(lambda r: last_passed(r, "connect_ms", 0)),
             "first_keyframe_p95_ms": values(lambda r: last_passed(r, "first_keyframe_ms", 1)),
+            "keyframe_after_connect_p95_ms": values(
+                lambda r: last_passed(r, "keyframe_after_connect_ms", 1)
+            ),
+            "keyframe_p95_at_200_ms": values(lambda r: at(r, 200, "first_keyframe_ms", 1)),
+            "latency_p99_at_200_ms": values(lambda r: at(r, 200, "latency_ms", 1)),
             "calibration_ms": values(lambda r: r.calibration_ms),
         }
     return table
@@ -85,15 +94,18 @@ def _print_comparison(table: dict[str, dict[str, list[float]]]) -> None:
         ("µs per packet-viewer (marginal)", "marginal_us_per_packet_viewer"),
         ("RSS per viewer, MB", "rss_per_viewer_mb"),
         ("connect p50 at the last passing step, ms", "connect_p50_ms"),
-        ("first keyframe p95 there, ms", "first_keyframe_p95_ms"),
+        ("first keyframe p95 there (from the answer), ms", "first_keyframe_p95_ms"),
+        ("  of which after connected, p95, ms", "keyframe_after_connect_p95_ms"),
+        ("first keyframe p95 at 200 viewers, ms", "keyframe_p95_at_200_ms"),
+        ("added latency p99 at 200 viewers, ms", "latency_p99_at_200_ms"),
         ("calibration loop, ms", "calibration_ms"),
     )
     names = list(table)
     print("\nmedian (min–max) over runs")
-    print(" | ".join(["metric".ljust(42), *(n.ljust(22) for n in names)]))
+    print(" | ".join(["metric".ljust(46), *(n.ljust(22) for n in names)]))
     for label, key in rows:
         cells = [_spread(table[n][key]) for n in names]
-        print(" | ".join([label.ljust(42), *(c.ljust(22) for c in cells)]))
+        print(" | ".join([label.ljust(46), *(c.ljust(22) for c in cells)]))
     if "netra" in table and "janus" in table:
         netra = statistics.median(table["netra"]["most_viewers"])
         janus = statistics.median(table["janus"]["most_viewers"])

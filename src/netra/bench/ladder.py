@@ -51,6 +51,7 @@ class Step:
     us_per_packet_viewer: float | None
     connect_ms: tuple[float | None, float | None]  # p50, p95 of this step's joiners
     first_keyframe_ms: tuple[float | None, float | None]  # p50, p95, from the answer
+    keyframe_after_connect_ms: tuple[float | None, float | None]  # p50, p95
     latency_ms: tuple[float | None, float | None]  # p50, p99, publisher send -> bot receive
     keyframe_requests: int  # received by the publisher during this step
     load_cpu: float
@@ -214,6 +215,10 @@ def _measure(
         k if k is not None else float("inf")
         for k in (b.first_keyframe_seconds for b in joiners if not b.impaired)
     ]
+    after_connect = [
+        k if k is not None else float("inf")
+        for k in (b.keyframe_after_connect_seconds for b in joiners if not b.impaired)
+    ]
     return Step(
         viewers=viewers,
         cpu=round(cpu_used / elapsed, 4),
@@ -224,6 +229,7 @@ def _measure(
         us_per_packet_viewer=round(cpu_used / packets * 1e6, 2) if packets else None,
         connect_ms=(_ms(connect, 0.5), _ms(connect, 0.95)),
         first_keyframe_ms=(_ms(keyframes, 0.5), _ms(keyframes, 0.95)),
+        keyframe_after_connect_ms=(_ms(after_connect, 0.5), _ms(after_connect, 0.95)),
         latency_ms=(_ms(latencies, 0.5), _ms(latencies, 0.99)),
         keyframe_requests=keyframe_requests,
         load_cpu=round((after.load_cpu - before.load_cpu) / elapsed, 3),

@@ -10,8 +10,8 @@ from netra.bench.ladder import LadderResult, Step
 
 _COLUMNS = (
     ("viewers", 7), ("cpu", 6), ("rss MB", 7), ("loss", 7), ("worst", 7), ("Mb/s/v", 7),
-    ("µs/pkt-v", 8), ("conn p50/95", 12), ("key p50/95", 12), ("lat p50/99", 11),
-    ("PLI", 4), ("load", 5), ("impaired", 8), ("srv lag", 9), ("",  0),
+    ("µs/pkt-v", 8), ("conn p50/95", 12), ("key p50/95", 12), ("k-c p50/95", 11),
+    ("lat p50/99", 11), ("PLI", 4), ("load", 5), ("impaired", 8), ("srv lag", 9), ("",  0),
 )  # fmt: skip
 
 
@@ -45,6 +45,7 @@ def row(step: Step) -> str:
         "-" if step.us_per_packet_viewer is None else f"{step.us_per_packet_viewer:.1f}",
         _pair(step.connect_ms),
         _pair(step.first_keyframe_ms),
+        _pair(step.keyframe_after_connect_ms),
         _pair_fine(step.latency_ms),
         str(step.keyframe_requests),
         f"{step.load_cpu:.0%}",
