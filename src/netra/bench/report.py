@@ -11,7 +11,8 @@ from netra.bench.ladder import LadderResult, Step
 _COLUMNS = (
     ("viewers", 7), ("cpu", 6), ("rss MB", 7), ("loss", 7), ("worst", 7), ("Mb/s/v", 7),
     ("µs/pkt-v", 8), ("conn p50/95", 12), ("key p50/95", 12), ("k-c p50/95", 11),
-    ("lat p50/99", 11), ("PLI", 4), ("load", 5), ("impaired", 8), ("srv lag", 9), ("",  0),
+    ("lat p50/99", 11), ("PLI", 4), ("load", 5), ("impaired", 8), ("srv lag", 9),
+    ("load lag", 9), ("",  0),
 )  # fmt: skip
 
 
@@ -27,8 +28,7 @@ def _pair_fine(values: tuple[float | None, float | None]) -> str:
     return "/".join("-" if v is None else f"{v:.1f}" for v in values)
 
 
-def _loop_lag(step: Step) -> str:
-    lag = step.server.get("loop_lag")
+def _loop_lag(lag: object) -> str:
     if not isinstance(lag, dict) or lag.get("p99_ms") is None:
         return "-"
     return f"{lag['p99_ms']:.0f}/{lag['max_ms']:.0f}"
@@ -50,7 +50,8 @@ def row(step: Step) -> str:
         str(step.keyframe_requests),
         f"{step.load_cpu:.0%}",
         "-" if step.impaired_loss is None else f"{step.impaired_loss:.1%}",
-        _loop_lag(step),
+        _loop_lag(step.server.get("loop_lag")),
+        _loop_lag(step.load_lag_ms),
         "ok" if step.passed else f"STOP: {step.why}",
     )
     return " ".join(c.rjust(w) for c, (_, w) in zip(cells, _COLUMNS, strict=True)).rstrip()
