@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+import aioice.ice
 import pytest
 from aiohttp import web
 
 from netra.app import create_app
 from netra.config import Config
+from netra.media import aiortc_private
 
 from .peers import Publisher, Signaling, Viewer
 
@@ -49,6 +51,19 @@ async def server() -> AsyncIterator[Server]:
     finally:
         await runner.cleanup()
     await _assert_nothing_left(tasks_before, threads_before, "after the server shut down")
+
+
+@pytest.fixture
+def loopback_candidates() -> Iterator[None]:
+    """For tests whose server runs in another process (netra bench's target, Janus): this
+    process's aiortc peers must offer 127.0.0.1 only. The override is process-wide, so aioice
+    is put back for the tests that follow."""
+    original = aioice.ice.get_host_addresses
+    aiortc_private.offer_host_addresses(["127.0.0.1"])
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
 
 
 @dataclass

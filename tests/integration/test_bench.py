@@ -9,27 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-
-import aioice.ice
-import pytest
 
 from netra.bench.clip import load_clip
 from netra.bench.ladder import LadderOptions, run_ladder
 from netra.bench.target import NetraTarget
-from netra.media.aiortc_private import offer_host_addresses
 
 from .conftest import _assert_nothing_left
-
-
-@pytest.fixture
-def loopback_candidates() -> Iterator[None]:
-    original = aioice.ice.get_host_addresses
-    offer_host_addresses(["127.0.0.1"])
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original
 
 
 async def test_ten_viewers_get_every_packet_while_an_impaired_one_is_resynced(

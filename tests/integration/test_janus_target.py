@@ -8,37 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 
-import aioice.ice
-import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
 
 from netra.bench.janus import JanusTarget
-from netra.media.aiortc_private import offer_host_addresses
 
 from .conftest import _assert_nothing_left
 
 
-@pytest.fixture
-def loopback_candidates() -> Iterator[None]:
-    # Janus only listens on lo here, so our peers must offer 127.0.0.1 and nothing else;
-    # the override is process-wide, so put aioice back for the tests that follow.
-    original = aioice.ice.get_host_addresses
-    offer_host_addresses(["127.0.0.1"])
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original
-
-
 async def _connected(pc: RTCPeerConnection, timeout: float) -> None:
+    """Wait for `connected` on the state-change event; fail at once on failed or closed."""
+    changed = asyncio.Event()
+    pc.on("connectionstatechange", changed.set)
     async with asyncio.timeout(timeout):
         while pc.connectionState != "connected":
             if pc.connectionState in ("failed", "closed"):
                 raise AssertionError(f"viewer connection {pc.connectionState}")
-            await asyncio.sleep(0.05)
+            changed.clear()
+            await changed.wait()
 
 
 async def test_viewer_receives_video_through_janus(loopback_candidates: None) -> None:
