@@ -23,12 +23,21 @@ class FakeReceiver:
 
     def __init__(self) -> None:
         self.plis: list[int] = []
+        self._sent = asyncio.Event()
 
     async def _handle_rtcp_packet(self, packet: Any) -> None:
         pass
 
     async def _send_rtcp_pli(self, media_ssrc: int) -> None:
         self.plis.append(media_ssrc)
+        self._sent.set()
+
+    async def wait_plis(self, count: int, timeout: float = 2.0) -> None:
+        """Wait until `count` PLIs have gone out (they are sent from a task)."""
+        async with asyncio.timeout(timeout):
+            while len(self.plis) < count:
+                self._sent.clear()
+                await self._sent.wait()
 
 
 class FakeSubscription:
@@ -59,16 +68,10 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-async def send(publication: Publication, seq: int, payload: bytes) -> None:
+def send(publication: Publication, seq: int, payload: bytes) -> None:
     packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000, ssrc=7)
     packet.payload = payload
     publication._on_packet(packet)
-    await settle()
-
-
-async def settle() -> None:
-    for _ in range(3):  # let the fan-out and the PLI task run
-        await asyncio.sleep(0)
 
 
 async def test_a_joiner_after_a_fresh_keyframe_is_replayed_it_without_a_new_request(
@@ -78,19 +81,17 @@ async def test_a_joiner_after_a_fresh_keyframe_is_replayed_it_without_a_new_requ
     publication = Publication("video", VP8, receiver)  # type: ignore[arg-type]
     first = FakeSubscription()
     publication.attach(first)  # type: ignore[arg-type]
-    await send(publication, 100, KEYFRAME_START)
+    send(publication, 100, KEYFRAME_START)
     for seq in range(101, 106):
-        await send(publication, seq, DELTA_START)
-    await settle()
-    requests_before = publication.stats["keyframe_requests"]
+        send(publication, seq, DELTA_START)
 
     clock.now += 0.1
     joiner = FakeSubscription()
     publication.attach(joiner)  # type: ignore[arg-type]
-    await settle()
 
     assert joiner.received == [(100, True)] + [(seq, False) for seq in range(101, 106)]
-    assert publication.stats["keyframe_requests"] == requests_before
+    # Nothing asked of the publisher: the stream's first frame was the keyframe.
+    assert publication.stats["keyframe_requests"] == 0
     assert publication.stats["catch_ups"] == 1
     publication.close()
 
@@ -101,20 +102,20 @@ async def test_a_joiner_after_a_stale_keyframe_waits_for_one_asked_for_and_a_bur
     receiver = FakeReceiver()
     publication = Publication("video", VP8, receiver)  # type: ignore[arg-type]
     publication.attach(FakeSubscription())  # type: ignore[arg-type]
-    await send(publication, 100, KEYFRAME_START)
-    await send(publication, 101, DELTA_START)
-    await asyncio.sleep(publication_module.KEYFRAME_REQUEST_INTERVAL)  # the limiter is free
-    await settle()
-    requests_before = len(receiver.plis)
+    send(publication, 100, KEYFRAME_START)
+    send(publication, 101, DELTA_START)
 
     clock.now += 2.0  # the keyframe is too old to replay
     burst = [FakeSubscription() for _ in range(25)]
     for joiner in burst:
         publication.attach(joiner)  # type: ignore[arg-type]
-    await settle()
+    await receiver.wait_plis(1)
 
     assert all(joiner.received == [] for joiner in burst)
-    assert len(receiver.plis) == requests_before + 1  # one request for the whole burst
-    await send(publication, 102, KEYFRAME_START)  # the keyframe asked for reaches them live
+    assert publication.stats["keyframe_requests"] == 1  # one request for the whole burst
+    send(publication, 102, KEYFRAME_START)  # the keyframe asked for reaches them live
     assert all(joiner.received == [(102, True)] for joiner in burst)
+    # Nor was a second request held back for later: the limiter's window passes with none.
+    with pytest.raises(TimeoutError):
+        await receiver.wait_plis(2, timeout=publication_module.KEYFRAME_REQUEST_INTERVAL + 0.2)
     publication.close()

@@ -103,7 +103,6 @@ class Publication:
         self.media_ssrc: int | None = None
         # The publisher's latest sender report: (NTP timestamp, RTP timestamp).
         self.sender_report: tuple[int, int] | None = None
-        self._last_keyframe_request = float("-inf")
         # The latest keyframe start: (upstream sequence number, monotonic arrival time).
         self._keyframe: tuple[int, float] | None = None
         self._newest_seq: int | None = None
@@ -194,13 +193,9 @@ class Publication:
         publisher for a new one when it is not fresh enough for the next joiner."""
         group = group or self._groups.get(subscription.group_key)
         replay = None if group is None else self._catch_up(group)
-        now = monotonic()
         arrived = float("-inf") if self._keyframe is None else self._keyframe[1]
-        in_flight = arrived < self._requested_at and now - self._requested_at < KEYFRAME_IN_FLIGHT
-        if not in_flight and (replay is None or now - arrived > CATCH_UP_SECONDS / 2):
-            # Keep the replayable GOP short for the next joiner; a keyframe already asked for
-            # will reach this viewer live.
-            self.request_keyframe()
+        if replay is None or monotonic() - arrived > CATCH_UP_SECONDS / 2:
+            self.request_keyframe()  # also keeps the replayable GOP short for the next joiner
         if replay is None:
             return
         self.stats["catch_ups"] += 1
@@ -228,12 +223,18 @@ class Publication:
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, at most once per KEYFRAME_REQUEST_INTERVAL:
-        requests inside the interval coalesce into one sent when it ends."""
+        requests inside the interval coalesce into one sent when it ends. A keyframe asked
+        for within KEYFRAME_IN_FLIGHT and not arrived yet is on its way: it will reach
+        whoever asks now, so nothing more is sent."""
         if self.closed or self.kind != "video" or self._pending_keyframe_request is not None:
             return
-        loop = asyncio.get_running_loop()
-        wait = self._last_keyframe_request + KEYFRAME_REQUEST_INTERVAL - loop.time()
+        now = monotonic()
+        arrived = float("-inf") if self._keyframe is None else self._keyframe[1]
+        if arrived < self._requested_at and now - self._requested_at < KEYFRAME_IN_FLIGHT:
+            return
+        wait = self._requested_at + KEYFRAME_REQUEST_INTERVAL - now
         if wait > 0:
+            loop = asyncio.get_running_loop()
             self._pending_keyframe_request = loop.call_later(wait, self._send_keyframe_request)
         else:
             self._send_keyframe_request()
@@ -243,7 +244,6 @@ class Publication:
         if self.closed or self.media_ssrc is None:
             # No packet yet: the publisher's first frame is a keyframe anyway.
             return
-        self._last_keyframe_request = asyncio.get_running_loop().time()
         self._requested_at = monotonic()
         self.stats["keyframe_requests"] += 1
         task = asyncio.ensure_future(aiortc_private.send_pli(self._receiver, self.media_ssrc))
