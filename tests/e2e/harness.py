@@ -39,6 +39,8 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from netra.bench.target import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
 CHROMIUM = "/usr/bin/chromium"
@@ -121,13 +123,7 @@ class NetraServer:
     def stop(self) -> None:
         """Terminate exactly the process this object started."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)
         if self._log is not None:
             self._log.close()
             self._log = None

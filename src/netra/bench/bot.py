@@ -283,24 +283,21 @@ class ViewerBot:
 
     @property
     def first_keyframe_seconds(self) -> float | None:
-        video = self.video
-        if video is None or video.keyframe_at is None or self.answered_at is None:
-            return None
-        return video.keyframe_at - self.answered_at
+        return _between(self.answered_at, self._keyframe_at)
 
     @property
     def keyframe_after_connect_seconds(self) -> float | None:
         """What the server's fast start controls: connected to first keyframe."""
-        video = self.video
-        if video is None or video.keyframe_at is None or self.connected_at is None:
-            return None
-        return video.keyframe_at - self.connected_at
+        return _between(self.connected_at, self._keyframe_at)
 
     @property
     def connect_seconds(self) -> float | None:
-        if self.connected_at is None or self.offer_at is None:
-            return None
-        return self.connected_at - self.offer_at
+        return _between(self.offer_at, self.connected_at)
+
+    @property
+    def _keyframe_at(self) -> float | None:
+        video = self.video
+        return None if video is None else video.keyframe_at
 
     async def close(self) -> None:
         if self._send is not None:
@@ -308,3 +305,7 @@ class ViewerBot:
         if self._session is not None:
             await self._session.close()
         await self.pc.close()
+
+
+def _between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start

@@ -33,6 +33,7 @@ from .target import (
     NEGOTIATION_TIMEOUT,
     Session,
     TargetUnavailable,
+    close_socket,
     free_port,
     pinned,
     stop_process,
@@ -490,9 +491,4 @@ class _JanusSession:
                 )
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await waiter
-        with contextlib.suppress(Exception):
-            await self._ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-        await self._http.close()
+        await close_socket(self._http, self._ws, self._reader)

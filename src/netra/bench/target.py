@@ -87,6 +87,19 @@ async def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) 
     raise TargetUnavailable(f"{what} did not listen on 127.0.0.1:{port} in {READY_TIMEOUT:g} s")
 
 
+async def close_socket(
+    http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[None]
+) -> None:
+    """Close a signaling WebSocket, its reader task and its HTTP session; never raises on a
+    socket that is already dead."""
+    with contextlib.suppress(Exception):
+        await ws.close()
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    await http.close()
+
+
 def stop_process(process: subprocess.Popen[bytes] | None) -> None:
     """End the process this tool started (by its own handle), politely first."""
     if process is None or process.poll() is not None:
@@ -130,12 +143,7 @@ class _NetraSession:
         await self._ws.send_str(json.dumps(message))
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-        await self._http.close()
+        await close_socket(self._http, self._ws, self._reader)
 
 
 class NetraTarget:

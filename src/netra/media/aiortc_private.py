@@ -238,8 +238,14 @@ class DirectSend:
             self._socket.close()
             self._socket = None
 
-    def rtp_rewritten(self, template: bytes, seq: int, timestamp: int, ssrc: int) -> bool:
+    def _live_route(self) -> tuple[Any, ...] | None:
         route = self._route
+        if route is None or self._dtls._state is not _DTLS_CONNECTED:
+            route = self._resolve()
+        return route
+
+    def rtp_rewritten(self, template: bytes, seq: int, timestamp: int, ssrc: int) -> bool:
+        route = self._route  # _live_route(), inlined: this runs per packet per viewer
         if route is None or self._dtls._state is not _DTLS_CONNECTED:
             route = self._resolve()
             if route is None:
@@ -268,11 +274,9 @@ class DirectSend:
         return self._send_protected(data, rtcp=True)
 
     def _send_protected(self, data: bytes, rtcp: bool) -> bool:
-        route = self._route
-        if route is None or self._dtls._state is not _DTLS_CONNECTED:
-            route = self._resolve()
-            if route is None:
-                return False
+        route = self._live_route()
+        if route is None:
+            return False
         session = route[2]
         datagram = session.protect_rtcp(data) if rtcp else session.protect(data)
         try:
