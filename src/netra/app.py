@@ -11,7 +11,15 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 from aiortc import RTCIceServer
 
+from netra.agents.agent import AgentContext
+from netra.auth import Authority, Grant, secret_for
 from netra.config import Config
+from netra.errors import forbidden
+from netra.http import whep, whip
+from netra.http.cors import cors
+from netra.http.limits import RateLimit
+from netra.http.problem import problems
+from netra.http.resource import Resources, bearer_token
 from netra.media import aiortc_private
 from netra.rooms.registry import RoomRegistry
 from netra.services import SERVICES, Services
@@ -29,19 +37,27 @@ def _page(name: str) -> Handler:
     return handler
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, secret: str | None = None) -> web.Application:
+    """`secret` signs and checks tokens; by default the configured one, else the one kept in
+    the state directory (netra.auth.secret_for)."""
     aiortc_private.check()
     if config.candidate_addresses:
         aiortc_private.offer_host_addresses(config.candidate_addresses)
-    services = Services(
+    context = AgentContext(
         config=config,
         rooms=RoomRegistry(),
         ice_servers=[
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in config.ice_servers
         ],
+        authority=Authority(secret or secret_for(config)),
     )
-    app = web.Application()
+    services = Services(
+        context=context,
+        resources=Resources(),
+        rate_limit=RateLimit(config.http_rate, config.http_burst),
+    )
+    app = web.Application(middlewares=[cors, problems])
     app[SERVICES] = services
     app.add_routes(
         [
@@ -51,6 +67,8 @@ def create_app(config: Config) -> web.Application:
             web.get("/ws", websocket),
             web.get("/api/rooms", _rooms),
             web.static("/static", STATIC),
+            *whip.routes,
+            *whep.routes,
         ]
     )
     app.on_startup.append(_start_monitors)
@@ -68,36 +86,40 @@ async def _stop_monitors(app: web.Application) -> None:
 
 
 async def _rooms(request: web.Request) -> web.Response:
-    """What is live where: every room's snapshot, for operators and the tests."""
+    """What is live where: every room's snapshot, for operators and the tests. Needs a token
+    with the `admin` grant."""
     services = request.app[SERVICES]
+    claims = services.context.authority.verify(bearer_token(request))
+    if Grant.ADMIN not in claims.grants:
+        raise forbidden("the rooms API needs a token with the admin grant (netra token --admin)")
     return web.json_response(
-        {"rooms": services.rooms.snapshot(), "loop_lag": services.loop_lag.snapshot()}
+        {"rooms": services.context.rooms.snapshot(), "loop_lag": services.loop_lag.snapshot()}
     )
 
 
 async def _close_sessions(app: web.Application) -> None:
-    """Close every signaling socket so that each session leaves its room and closes its
-    peer connections before the loop stops."""
-    sockets = list(app[SERVICES].sockets)
+    """Close every signaling socket and WHIP/WHEP session, so that each leaves its room and
+    closes its peer connections before the loop stops."""
+    services = app[SERVICES]
+    sockets = list(services.sockets)
     await asyncio.gather(
         *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
+        services.resources.close_all(),
         return_exceptions=True,
     )
 
 
-def run(config: Config) -> None:
+def run(config: Config, secret: str | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux
         pass
     else:
         uvloop.install()  # fan-out.md: +20-50 % viewers per core for packet forwarding
-    app = create_app(config)
+    app = create_app(config, secret)
     # Full garbage collections scan every live object and stall the fan-out for 100-300 ms
     # with a few hundred viewers (docs/benchmarks.md): leave what start-up made out of them,
     # and run them a tenth as often. The forwarding path allocates no tracked objects.
     gc.freeze()
     gc.set_threshold(700, 10, 100)
-    shown = "localhost" if config.host in ("0.0.0.0", "::") else config.host
-    logger.info("Netra on http://%s:%d", shown, config.port)
     web.run_app(app, host=config.host, port=config.port, print=None)

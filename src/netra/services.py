@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiortc import RTCIceServer
 
+from netra.agents.agent import AgentContext
 from netra.config import Config
 from netra.observability.loop_lag import LoopLag
-from netra.rooms.registry import RoomRegistry
+
+if TYPE_CHECKING:
+    from netra.http.limits import RateLimit
+    from netra.http.resource import Resources
 
 
 @dataclass
 class Services:
-    config: Config
-    rooms: RoomRegistry
-    ice_servers: list[RTCIceServer]
+    context: AgentContext
+    resources: Resources
+    rate_limit: RateLimit
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     loop_lag: LoopLag = field(default_factory=LoopLag)
+
+    @property
+    def config(self) -> Config:
+        return self.context.config
 
 
 SERVICES = web.AppKey("netra", Services)

@@ -77,6 +77,9 @@ class NetraServer:
     log_path: Path
     port: int = field(default_factory=free_port)
     startup_timeout: float = 20.0
+    # Tokens for this server are minted with this secret (netra.auth.mint).
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -93,8 +96,9 @@ class NetraServer:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--candidate-address", "127.0.0.1",
+            *self.extra_args,
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NETRA_AUTH_SECRET": self.secret}
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
@@ -128,9 +132,19 @@ class NetraServer:
             self._log.close()
             self._log = None
 
+    def token(self, room: str = "*", *grants: str) -> str:
+        """A token of this server's, for `room` with these grants (publish, subscribe, admin)."""
+        from netra.auth import mint
+
+        return mint(self.secret, room=room, **{g: True for g in grants})  # type: ignore[arg-type]
+
     def rooms(self) -> list[dict[str, Any]]:
         """GET /api/rooms: every room's snapshot."""
-        with urllib.request.urlopen(self.base_url + "/api/rooms", timeout=2) as response:
+        request = urllib.request.Request(
+            self.base_url + "/api/rooms",
+            headers={"Authorization": f"Bearer {self.token('*', 'admin')}"},
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:
             rooms: list[dict[str, Any]] = json.load(response)["rooms"]
         return rooms
 

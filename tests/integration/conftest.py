@@ -24,7 +24,7 @@ from netra.app import create_app
 from netra.config import Config
 from netra.media import aiortc_private
 
-from .peers import Publisher, Signaling, Viewer
+from .peers import TEST_SECRET, Publisher, Signaling, Viewer
 
 LEAK_GRACE = 3.0  # seconds for closed peers' tasks and threads to finish
 
@@ -39,7 +39,9 @@ class Server:
 async def server() -> AsyncIterator[Server]:
     tasks_before = asyncio.all_tasks()
     threads_before = set(threading.enumerate())
-    config = Config(host="127.0.0.1", port=0, candidate_addresses=("127.0.0.1",))
+    config = Config(
+        host="127.0.0.1", port=0, candidate_addresses=("127.0.0.1",), auth_secret=TEST_SECRET
+    )
     app = create_app(config)
     runner = web.AppRunner(app)
     await runner.setup()

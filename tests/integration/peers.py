@@ -28,6 +28,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket
 
+from netra.auth import mint
+
 from .probe import PayloadType, RtpRecord, RtpTap, SendTap, WireRecord, payload_types
 from .tracks import (
     AudioSample,
@@ -42,6 +44,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_TIMEOUT = 5.0
+# The in-process test server checks tokens against this secret (conftest.py).
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+def token(room: str = "*", **grants: bool) -> str:
+    """A token of the test server's; `token(publish=True)` lets its holder publish anywhere."""
+    return mint(TEST_SECRET, room=room, **grants)
 
 
 class WaitTimeout(AssertionError):
@@ -199,7 +208,10 @@ class Publisher:
         self.payload_types: dict[int, PayloadType] = {}
 
     async def join(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        await self.signaling.send({"type": "join", "roomId": self.room_id, "role": "streamer"})
+        await self.signaling.send(
+            {"type": "join", "roomId": self.room_id, "role": "streamer",
+             "token": token(self.room_id, publish=True)}
+        )  # fmt: skip
         return await self.signaling.next_message("joined", timeout)
 
     async def publish(self, timeout: float = DEFAULT_TIMEOUT) -> None:

@@ -17,7 +17,15 @@ from netra.config import Config
 from netra.media.forwarder import seq_newer
 
 from .conftest import Peers, Server
-from .peers import Publisher, Reception, Signaling, Viewer, peer_configuration
+from .peers import (
+    TEST_SECRET,
+    Publisher,
+    Reception,
+    Signaling,
+    Viewer,
+    peer_configuration,
+    token,
+)
 from .test_feedback import watching
 
 
@@ -63,7 +71,11 @@ async def test_a_viewer_that_trickles_its_candidates_connects_and_plays(peers: P
 async def impatient_server() -> AsyncIterator[Server]:
     """A server that gives a peer connection one second to connect."""
     config = Config(
-        host="127.0.0.1", port=0, candidate_addresses=("127.0.0.1",), connect_timeout=1.0
+        host="127.0.0.1",
+        port=0,
+        candidate_addresses=("127.0.0.1",),
+        connect_timeout=1.0,
+        auth_secret=TEST_SECRET,
     )
     app = create_app(config)
     runner = web.AppRunner(app)
@@ -82,7 +94,9 @@ async def test_a_streamer_whose_connection_never_completes_is_told_the_stream_fa
     signaling = await Signaling.connect(impatient_server.url)
     pc = RTCPeerConnection(peer_configuration())
     try:
-        await signaling.send({"type": "join", "roomId": "stuck", "role": "streamer"})
+        await signaling.send(
+            {"type": "join", "roomId": "stuck", "role": "streamer", "token": token(publish=True)}
+        )
         await signaling.next_message("joined")
         pc.addTransceiver("video", direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())

@@ -10,6 +10,7 @@ import aiohttp
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
+from .peers import token
 from .test_playback import assert_colour_near
 
 BLUE = (30, 90, 200)
@@ -49,7 +50,7 @@ async def test_a_viewer_who_leaves_or_drops_has_its_server_state_freed(
     for viewer in (leaving, dropping):
         await viewer.join()
         await viewer.watch(video=5, audio=5)
-    room = server.app[SERVICES].rooms.get("freed")
+    room = server.app[SERVICES].context.rooms.get("freed")
     assert room is not None
 
     def subscriptions() -> list[int]:
@@ -83,7 +84,8 @@ async def test_the_rooms_api_shows_what_is_live_where(server: Server, peers: Pee
     await viewer.join()
     await viewer.watch(video=5, audio=5)
     async with aiohttp.ClientSession() as http:
-        async with http.get(server.url + "/api/rooms") as response:
+        admin = {"Authorization": f"Bearer {token(admin=True)}"}
+        async with http.get(server.url + "/api/rooms", headers=admin) as response:
             assert response.status == 200
             body = await response.json()
     rooms = body["rooms"]

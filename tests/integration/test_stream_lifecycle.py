@@ -4,7 +4,7 @@ streamer; the streamer is told how many watch."""
 from __future__ import annotations
 
 from .conftest import Peers
-from .peers import Viewer
+from .peers import Viewer, token
 
 
 async def watching(peers: Peers, room_id: str, count: int) -> list[Viewer]:
@@ -96,7 +96,10 @@ async def test_a_second_streamer_is_refused_and_the_first_keeps_streaming(peers:
     (viewer,) = await watching(peers, "one-streamer", 1)
 
     second = await peers.publisher("one-streamer")
-    await second.signaling.send({"type": "join", "roomId": "one-streamer", "role": "streamer"})
+    await second.signaling.send(
+        {"type": "join", "roomId": "one-streamer", "role": "streamer",
+         "token": token("one-streamer", publish=True)}
+    )  # fmt: skip
     error = await second.signaling.next_message("error")
     assert error["code"] == "streamer-exists", error
     assert error.get("ref") == "join", error

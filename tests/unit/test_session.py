@@ -2,12 +2,21 @@
 
 import asyncio
 import json
+import time
 
 import pytest
 
+from netra.agents.agent import AgentContext
+from netra.auth import Authority, mint
 from netra.config import Config
 from netra.rooms.registry import RoomRegistry
 from netra.signaling.session import MAX_ERRORS, SignalingSession
+
+SECRET = "unit-test-secret-" + "s" * 40
+
+
+def publish_token(room: str = "*") -> str:
+    return mint(SECRET, room=room, publish=True)
 
 
 class Client:
@@ -24,9 +33,10 @@ class Client:
             self.closed_with = (code, reason)
             self.session.socket_closed()
 
-        self.session = SignalingSession(
-            config=Config(), registry=rooms, ice_servers=[], send=send, close=close
+        context = AgentContext(
+            config=Config(), rooms=rooms, ice_servers=[], authority=Authority(SECRET)
         )
+        self.session = SignalingSession(context=context, send=send, close=close)
         self.task = asyncio.create_task(self.session.run())
 
     def send(self, message) -> None:
@@ -49,7 +59,10 @@ class Client:
         return await self.expect("error")
 
     async def join(self, room="r", role="viewer") -> dict:
-        self.send({"type": "join", "roomId": room, "role": role})
+        message = {"type": "join", "roomId": room, "role": role}
+        if role == "streamer":
+            message["token"] = publish_token(room)
+        self.send(message)
         return await self.expect("joined")
 
     async def stop(self) -> None:
@@ -103,7 +116,7 @@ async def test_a_message_repeating_its_own_room_is_accepted(client):
     client.send({"type": "leave", "roomId": "mine"})
     client.send({"type": "ping", "id": 1})
     await client.expect("pong")
-    assert client.session.room is None
+    assert client.session.agent is None
 
 
 async def test_a_second_join_is_refused(client):
@@ -136,10 +149,11 @@ async def test_a_second_streamer_is_refused_with_streamer_exists(rooms):
     first, second = Client(rooms), Client(rooms)
     try:
         await first.join("r", "streamer")
-        second.send({"type": "join", "roomId": "r", "role": "streamer"})
+        second.send({"type": "join", "roomId": "r", "role": "streamer",
+                     "token": publish_token()})  # fmt: skip
         error = await second.expect("error")
         assert error["code"] == "streamer-exists" and "already has a streamer" in error["message"]
-        assert second.session.room is None  # and it may join as a viewer instead
+        assert second.session.agent is None  # and it may join as a viewer instead
         await second.join("r", "viewer")
     finally:
         await first.stop()
@@ -150,7 +164,7 @@ async def test_an_unusable_offer_fails_negotiation_and_the_session_stays_usable(
     await client.join("r", "streamer")
     error = await client.error({"type": "offer", "sdp": "v=0\r\nthis is not sdp"})
     assert error["code"] == "negotiation-failed"
-    assert client.session.peer is None
+    assert client.session.agent.peer is None
     client.send({"type": "ping"})
     await client.expect("pong")
 
@@ -176,7 +190,7 @@ async def test_one_bad_client_does_not_affect_another(rooms):
         await asyncio.wait_for(bad.task, 5)
         good.send({"type": "ping", "id": 2})
         assert (await good.expect("pong"))["id"] == 2
-        assert good.session.room is rooms.get("r")
+        assert good.session.agent.room is rooms.get("r")
     finally:
         await good.stop()
         await bad.stop()
@@ -194,12 +208,12 @@ async def test_a_rejoin_with_the_resume_key_replaces_the_old_connection(rooms):
     try:
         joined = await old.join("r", "streamer")
         new.send({"type": "join", "roomId": "r", "role": "streamer",
-                  "resumeKey": joined["resumeKey"]})  # fmt: skip
+                  "resumeKey": joined["resumeKey"], "token": publish_token()})  # fmt: skip
         assert (await new.expect("joined"))["role"] == "streamer"
         assert (await old.expect("error"))["code"] == "replaced"
         await asyncio.wait_for(old.task, 5)
         assert old.closed_with[0] == 4001
-        assert rooms.get("r").streamer is new.session.participant
+        assert rooms.get("r").streamer is new.session.agent.participant
     finally:
         await old.stop()
         await new.stop()
@@ -228,3 +242,24 @@ async def test_a_streamer_offer_that_sends_nothing_is_refused(client):
         await pc.close()
     error = await client.error({"type": "offer", "sdp": offer.sdp})
     assert error["code"] == "negotiation-failed" and "sendonly" in error["message"]
+
+
+async def test_publishing_needs_a_token_with_the_publish_grant_for_the_room(client):
+    refusals = {
+        None: "unauthorized",
+        "not-a-jwt": "unauthorized",
+        mint("another-secret-" + "z" * 40, room="r", publish=True): "unauthorized",
+        mint(SECRET, room="r", publish=True, ttl=60, now=time.time() - 600): "unauthorized",
+        mint(SECRET, room="elsewhere", publish=True): "forbidden",
+        mint(SECRET, room="r", subscribe=True): "forbidden",
+    }
+    for token, code in refusals.items():
+        message = {"type": "join", "roomId": "r", "role": "streamer"}
+        if token is not None:
+            message["token"] = token
+        error = await client.error(message)
+        assert error["code"] == code and error["ref"] == "join", (token, error)
+    assert client.session.agent is None
+    client.send({"type": "join", "roomId": "r", "role": "streamer",
+                 "token": mint(SECRET, room="r", publish=True)})  # fmt: skip
+    assert (await client.expect("joined"))["role"] == "streamer"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from typing import Protocol
 
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from netra.auth import mint
 
 READY_TIMEOUT = 20.0
 NEGOTIATION_TIMEOUT = 20.0
@@ -155,6 +158,11 @@ class NetraTarget:
         self.room = room
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
+        # The server under test signs tokens with this; publishing and /api/rooms need one.
+        self._secret = secrets.token_urlsafe(48)
+
+    def _token(self, *, publish: bool = False, admin: bool = False) -> str:
+        return mint(self._secret, room="*", ttl=24 * 3600, publish=publish, admin=admin)
 
     @property
     def pid(self) -> int:
@@ -168,7 +176,7 @@ class NetraTarget:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--candidate-address", "127.0.0.1", "--log-level", "WARNING",
         ]  # fmt: skip
-        env = {**os.environ, "NETRA_ICE_SERVERS": ""}
+        env = {**os.environ, "NETRA_ICE_SERVERS": "", "NETRA_AUTH_SECRET": self._secret}
         self._process = subprocess.Popen(pinned(command, cpu), env=env)
         await wait_for_port(self.port, self._process, "netra serve")
 
@@ -178,7 +186,10 @@ class NetraTarget:
 
     async def diagnostics(self) -> dict[str, object]:
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{self.port}/api/rooms") as response:
+            async with http.get(
+                f"http://127.0.0.1:{self.port}/api/rooms",
+                headers={"Authorization": f"Bearer {self._token(admin=True)}"},
+            ) as response:
                 return {"loop_lag": (await response.json())["loop_lag"]}
 
     async def _join(self, role: str) -> _NetraSession:
@@ -186,7 +197,10 @@ class NetraTarget:
         try:
             ws = await http.ws_connect(f"http://127.0.0.1:{self.port}/ws", max_msg_size=0)
             session = _NetraSession(http, ws)
-            await session.send({"type": "join", "roomId": self.room, "role": role})
+            join: dict[str, object] = {"type": "join", "roomId": self.room, "role": role}
+            if role == "streamer":
+                join["token"] = self._token(publish=True)
+            await session.send(join)
             await session.next("joined")
         except BaseException:
             await http.close()

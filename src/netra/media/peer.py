@@ -16,6 +16,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecParameters,
     RTCSessionDescription,
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
@@ -35,17 +36,34 @@ def negotiation_failed(reason: str) -> UserError:
     return UserError(reason, code="negotiation-failed")
 
 
+def _parse(sdp: str) -> SessionDescription:
+    try:
+        return SessionDescription.parse(sdp)
+    except Exception:
+        raise ProtocolError("the offer is not valid SDP", code="invalid-sdp") from None
+
+
 def _check_sends_media(offer: str) -> None:
     """A streamer's offer must send every media section it has (RFC 3264 §5.1)."""
-    try:
-        media = SessionDescription.parse(offer).media
-    except Exception:
-        raise negotiation_failed("the offer is not valid SDP") from None
-    for section in media:
+    for section in _parse(offer).media:
         if section.kind in ("audio", "video") and section.direction not in ("sendonly", "sendrecv"):
             raise negotiation_failed(
                 f"a streamer's {section.kind} must be sendonly or sendrecv, not {section.direction}"
             )
+
+
+def _received_kinds(offer: str) -> set[str]:
+    """The kinds a player's offer can receive (WHEP: recvonly, or sendrecv)."""
+    return {
+        section.kind
+        for section in _parse(offer).media
+        if section.kind in ("audio", "video") and section.direction in ("recvonly", "sendrecv")
+    }
+
+
+def describe_codec(codec: RTCRtpCodecParameters) -> str:
+    profile = codec.parameters.get("profile-level-id")
+    return f"{codec.mimeType}" + (f" (profile-level-id={profile})" if profile else "")
 
 
 class Peer:
@@ -106,6 +124,37 @@ class Peer:
             self.subscriptions.append(Subscription(publication, transceiver))
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
+        return self._local_sdp()
+
+    async def answer_subscriber(self, sdp: str, publications: Iterable[Publication]) -> str:
+        """Answer a player's offer (WHEP) with these Publications, each in exactly the codec
+        its publisher sends; a player that cannot receive that codec is told which it is."""
+        wanted = _received_kinds(sdp)
+        chosen = [p for p in publications if p.kind in wanted]
+        if not chosen:
+            raise negotiation_failed(
+                "the offer receives none of this stream's tracks"
+                f" ({', '.join(p.kind for p in publications) or 'none'}): offer recvonly media"
+            )
+        pending = []
+        for publication in chosen:
+            transceiver = self.pc.addTransceiver(publication.kind, direction="sendonly")
+            transceiver.setCodecPreferences([as_capability(publication.codec)])
+            pending.append((publication, transceiver))
+        try:
+            await self._set_remote(sdp, "offer")
+        except UserError:
+            codecs = ", ".join(describe_codec(p.codec) for p in chosen)
+            raise UserError(
+                f"the player cannot receive this stream's codecs: {codecs}",
+                code="unsupported-codec",
+            ) from None
+        for publication, transceiver in pending:
+            if transceiver.mid is not None:
+                self.subscriptions.append(Subscription(publication, transceiver))
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        await self._apply_held_candidates()
         return self._local_sdp()
 
     async def accept_answer(self, sdp: str) -> None:

@@ -36,3 +36,11 @@ class Participant:
     listener: ParticipantListener
     # Given only to the client itself; proves a re-join comes from the same client.
     resume_key: str = ""
+    # The token's `sub`, when the client came with a token that has one.
+    identity: str | None = None
+    # The way in: "ws", "whip" or "whep".
+    via: str = "ws"
+
+    def snapshot(self) -> dict[str, object]:
+        return {"id": self.client_id, "role": str(self.role), "via": self.via,
+                "identity": self.identity}  # fmt: skip

@@ -15,6 +15,8 @@ from netra.rooms.participant import Participant, Role
 
 logger = logging.getLogger(__name__)
 
+ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
 
 class Room:
     def __init__(self, room_id: str) -> None:
@@ -87,5 +89,6 @@ class Room:
             "live": self.live,
             "streamer": self.streamer.client_id if self.streamer else None,
             "viewers": len(self.viewers),
+            "participants": [p.snapshot() for p in [self.streamer, *self.viewers.values()] if p],
             "publications": [p.snapshot() for p in self.publications],
         }

@@ -30,13 +30,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if request.transport is not None:
                 request.transport.abort()
 
-    session = SignalingSession(
-        config=services.config,
-        registry=services.rooms,
-        ice_servers=services.ice_servers,
-        send=ws.send_str,
-        close=close,
-    )
+    session = SignalingSession(context=services.context, send=ws.send_str, close=close)
     services.sockets.add(ws)
     session.log.info("connected from %s", request.remote)
     loop = asyncio.create_task(session.run())

@@ -13,11 +13,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from netra.errors import ProtocolError
+from netra.rooms.room import ROOM_ID_PATTERN
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SDP_CHARS = 60_000
 
-RoomId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+RoomId = Annotated[str, Field(pattern=ROOM_ID_PATTERN)]
 Role = Literal["streamer", "viewer"]
 
 

@@ -1,0 +1,1 @@
+"""HTTP doors: WHIP ingest, WHEP playback, and the admin API, as adapters over the agents."""
