@@ -60,7 +60,7 @@ async def measure(viewers: int, seconds: int, log_path: Path) -> dict[str, Any]:
         assert server.process is not None
         pid = server.process.pid
         room = f"load-{secrets.token_hex(4)}"
-        streamer = await pages.open(f"/stream/{room}")
+        streamer = await pages.open(pages.streamer_path(room))
         await wait_state(streamer, "waiting", timeout=20, joined=True)
         rss_idle = rss_mb(pid)
         await streamer.page.click("[data-action=go-live]")

@@ -71,7 +71,7 @@ async def go_live(streamer: Tab) -> None:
 async def viewer_first_frame(pages: Pages, runs: int) -> dict[str, Any]:
     """Runs of one viewer opening a stream that has been live for a few seconds."""
     name = room()
-    streamer = await pages.open(f"/stream/{name}")
+    streamer = await pages.open(pages.streamer_path(name))
     await go_live(streamer)
     await asyncio.sleep(3.0)  # past the encoder's start-up
     samples: list[dict[str, float]] = []
@@ -101,7 +101,7 @@ async def streamer_connect(pages: Pages, runs: int) -> dict[str, Any]:
     """Runs of a streamer going live in an empty room."""
     samples: list[dict[str, float]] = []
     for _ in range(runs):
-        streamer = await pages.open(f"/stream/{room()}")
+        streamer = await pages.open(pages.streamer_path(room()))
         await go_live(streamer)
         found = (await marks(streamer))["marks"]
         click = found["goLive"]
@@ -127,7 +127,7 @@ async def viewers_at_720p(pages: Pages, runs: int, viewers: int) -> dict[str, An
     samples: list[list[float]] = []
     for _ in range(runs):
         name = room()
-        streamer = await pages.open(f"/stream/{name}")
+        streamer = await pages.open(pages.streamer_path(name))
         tabs = [await pages.open(f"/watch/{name}") for _ in range(viewers)]
         for tab in tabs:
             await wait_state(tab, "waiting", timeout=WAIT, joined=True)

@@ -37,7 +37,7 @@ RECEIVED = """() => {
 async def measure(seconds: int, log_path: Path) -> dict[str, Any]:
     async with server_and_pages(log_path) as (server, browser, pages):
         room = f"start-{secrets.token_hex(4)}"
-        streamer = await pages.open(f"/stream/{room}")
+        streamer = await pages.open(pages.streamer_path(room))
         viewer = await pages.open(f"/watch/{room}")
         await wait_state(streamer, "waiting", timeout=20, joined=True)
         await wait_state(viewer, "waiting", timeout=20, joined=True)

@@ -52,7 +52,7 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def pages(browser: Browser, netra: NetraServer) -> AsyncIterator[Pages]:
     """Opens pages of the test's server; fails the test if a page threw an uncaught error."""
-    opened = Pages(browser, netra.base_url)
+    opened = Pages(browser, netra)
     try:
         yield opened
         errors = [f"{tab.page.url}: {e}" for tab in opened.tabs for e in tab.errors]

@@ -208,10 +208,15 @@ class Tab:
 class Pages:
     """Opens Netra pages, each in a fresh browser context (a separate 'user')."""
 
-    def __init__(self, browser: Browser, base_url: str) -> None:
+    def __init__(self, browser: Browser, server: NetraServer) -> None:
         self.browser = browser
-        self.base_url = base_url
+        self.server = server
+        self.base_url = server.base_url
         self.tabs: list[Tab] = []
+
+    def streamer_path(self, room: str) -> str:
+        """The streamer page's link with a publish token for `room`, as a site would hand out."""
+        return f"/stream/{room}?token={self.server.token(room, 'publish')}"
 
     async def new_tab(self) -> Tab:
         """A blank page in a new context: a user whose browser is open, before the link."""
@@ -541,7 +546,7 @@ async def server_and_pages(log_path: Path) -> AsyncIterator[tuple[NetraServer, B
     try:
         async with async_playwright() as playwright:
             browser = await launch_chromium(playwright)
-            pages = Pages(browser, server.base_url)
+            pages = Pages(browser, server)
             try:
                 yield server, browser, pages
             finally:

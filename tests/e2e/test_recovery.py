@@ -60,7 +60,7 @@ async def test_a_streamer_whose_socket_dies_unnoticed_is_live_again_at_once_and_
 ) -> None:
     room = new_room()
     tap = SignalingTap()
-    streamer = await tapped_tab(pages, f"/stream/{room}", tap)
+    streamer = await tapped_tab(pages, pages.streamer_path(room), tap)
     await go_live(streamer)
     viewer = await pages.open(f"/watch/{room}")
     await wait_video_size(viewer, 1280, 720, timeout=10)
@@ -98,7 +98,7 @@ async def test_a_reconnecting_streamer_refused_as_a_second_streamer_keeps_retryi
 
     room = new_room()
     tap = SignalingTap(up=unknown_key)
-    streamer = await tapped_tab(pages, f"/stream/{room}", tap)
+    streamer = await tapped_tab(pages, pages.streamer_path(room), tap)
     await go_live(streamer)
 
     old = tap.sockets[0]
@@ -126,14 +126,14 @@ async def test_a_page_replaced_by_a_newer_connection_of_its_client_stops_for_goo
     over: the first page says so, turns its camera off and does not fight back."""
     room = new_room()
     first_tap = SignalingTap()
-    first = await tapped_tab(pages, f"/stream/{room}", first_tap)
+    first = await tapped_tab(pages, pages.streamer_path(room), first_tap)
     await go_live(first)
     key = first_tap.sockets[0].received("joined")[0]["resumeKey"]
 
     def borrow_key(_: TappedSocket, message: Message) -> Message:
         return {**message, "resumeKey": key} if message["type"] == "join" else message
 
-    second = await tapped_tab(pages, f"/stream/{room}", SignalingTap(up=borrow_key))
+    second = await tapped_tab(pages, pages.streamer_path(room), SignalingTap(up=borrow_key))
     await wait_state(first, "error", timeout=10)
     assert await first.page.evaluate("document.body.dataset.reason") == "replaced"
     error = await first.page.text_content("[data-role=error]")
@@ -163,7 +163,7 @@ async def test_a_refused_offer_does_not_keep_the_streamer_offline_after_a_later_
 
     room = new_room()
     tap = SignalingTap(up=break_first_offer)
-    streamer = await tapped_tab(pages, f"/stream/{room}", tap)
+    streamer = await tapped_tab(pages, pages.streamer_path(room), tap)
     await wait_state(streamer, "waiting", timeout=10, joined=True)
     await streamer.page.click("[data-action=go-live]")
     await wait_state(streamer, "error", timeout=10)
@@ -208,7 +208,7 @@ async def test_a_streamer_whose_peer_never_connects_publishes_again_and_goes_liv
 
     room = new_room()
     tap = SignalingTap(up=hide_page_candidates, down=hide_server_candidates)
-    streamer = await tapped_tab(pages, f"/stream/{room}", tap)
+    streamer = await tapped_tab(pages, pages.streamer_path(room), tap)
     await wait_state(streamer, "waiting", timeout=10, joined=True)
     await streamer.page.click("[data-action=go-live]")
 

@@ -14,6 +14,7 @@ from .harness import (
     Pages,
     Tab,
     assert_frames_advance,
+    describe,
     go_live,
     new_room,
     remaining,
@@ -62,7 +63,7 @@ async def test_five_viewers_play_720p_and_see_the_stream_end(
     netra: NetraServer, pages: Pages
 ) -> None:
     room = new_room()
-    streamer = await pages.open(f"/stream/{room}")
+    streamer = await pages.open(pages.streamer_path(room))
     # Five users with a browser open (new contexts cost ~0.4 s of CPU each on a 2-core machine,
     # which is the browser's start-up, not Netra's)...
     viewers = list(await asyncio.gather(*(pages.new_tab() for _ in range(5))))
@@ -112,7 +113,7 @@ async def test_a_viewer_who_came_early_waits_then_plays_by_itself(
     await wait_state(viewer, "waiting", timeout=10, joined=True)
     assert await viewer.page.text_content("[data-role=state]") == "Waiting for the streamer…"
 
-    streamer = await pages.open(f"/stream/{room}")
+    streamer = await pages.open(pages.streamer_path(room))
     await wait_viewer_count(streamer, 1, timeout=5)
     clicked = await go_live(streamer)
 
@@ -126,10 +127,10 @@ async def test_a_viewer_who_came_early_waits_then_plays_by_itself(
 
 async def test_a_second_streamer_in_a_room_is_refused(netra: NetraServer, pages: Pages) -> None:
     room = new_room()
-    first = await pages.open(f"/stream/{room}")
+    first = await pages.open(pages.streamer_path(room))
     await go_live(first)
 
-    second = await pages.open(f"/stream/{room}")
+    second = await pages.open(pages.streamer_path(room))
     await wait_state(second, "error", timeout=10)
     error = await second.page.text_content("[data-role=error]")
     assert error is not None and "streamer-exists" in error, error
@@ -147,7 +148,7 @@ async def test_viewers_play_again_when_the_streamer_goes_live_again(
     netra: NetraServer, pages: Pages
 ) -> None:
     room = new_room()
-    streamer = await pages.open(f"/stream/{room}")
+    streamer = await pages.open(pages.streamer_path(room))
     await go_live(streamer)
     viewer = await pages.open(f"/watch/{room}")
     await wait_state(viewer, "live", timeout=10)
@@ -164,7 +165,10 @@ async def test_viewers_play_again_when_the_streamer_goes_live_again(
 
 
 async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages) -> None:
-    home = await pages.open("/")
+    # The link `netra serve` prints: the home page with a publish token for any room, which
+    # the page keeps and takes out of the address bar.
+    home = await pages.open(f"/?token={netra.token('*', 'publish')}")
+    assert "token" not in home.page.url, home.page.url
     room = await home.page.input_value("[data-role=room-input]")
     assert room.startswith("room-"), room
     watch = await home.page.get_attribute("[data-role=watch-link]", "href")
@@ -182,7 +186,7 @@ async def test_streamer_and_viewer_come_back_after_a_server_restart(
     netra: NetraServer, pages: Pages
 ) -> None:
     room = new_room()
-    streamer = await pages.open(f"/stream/{room}")
+    streamer = await pages.open(pages.streamer_path(room))
     await go_live(streamer)
     viewer = await pages.open(f"/watch/{room}")
     await wait_state(viewer, "live", timeout=10)
@@ -208,7 +212,7 @@ async def test_a_viewer_nobody_has_clicked_plays_muted_and_unmutes_with_one_clic
     netra: NetraServer, pages: Pages
 ) -> None:
     room = new_room()
-    streamer = await pages.open(f"/stream/{room}")
+    streamer = await pages.open(pages.streamer_path(room))
     await go_live(streamer)
 
     # Touch nothing of the viewer page until its play() has been refused or not: a read would
@@ -244,3 +248,27 @@ async def test_a_viewer_nobody_has_clicked_plays_muted_and_unmutes_with_one_clic
     await viewer.page.click("[data-action=mute]")
     assert await viewer.page.evaluate(SOUND) == {"muted": True, "prompt": False}
     assert await viewer.page.text_content("[data-action=mute]") == "Unmute"
+
+
+async def test_a_streamer_page_without_a_token_asks_for_one_and_goes_live_with_it(
+    netra: NetraServer, pages: Pages
+) -> None:
+    room = new_room()
+    streamer = await pages.open(f"/stream/{room}")
+    form = streamer.page.locator("[data-role=token-form]")
+    await form.wait_for(state="visible", timeout=5_000)
+    assert f"netra token --room {room} --publish" in await form.inner_text()
+    assert await streamer.page.is_disabled("[data-action=go-live]")
+
+    # A token for another room is refused by the server, and the page asks again.
+    await streamer.page.fill("[data-role=token-input]", netra.token("elsewhere", "publish"))
+    await streamer.page.click("[data-action=use-token]")
+    await wait_state(streamer, "error", timeout=10)
+    assert "forbidden" in (await describe(streamer))
+    await form.wait_for(state="visible", timeout=5_000)
+
+    await streamer.page.fill("[data-role=token-input]", netra.token(room, "publish"))
+    await streamer.page.click("[data-action=use-token]")
+    await wait_state(streamer, "waiting", timeout=10, joined=True)
+    await go_live(streamer)
+    await wait_state(streamer, "live", timeout=10)

@@ -2,6 +2,10 @@
 /** The home page: choose a room, then go live in it or watch it. */
 
 import { isValidRoomId } from "/static/protocol.js";
+import { takeToken } from "/static/token.js";
+
+// The link `netra serve` prints carries a publish token: keep it for the streamer page.
+takeToken(location, history, localStorage);
 
 /** A random default room name such as `room-k3f9x2`. */
 function randomRoom() {

@@ -1,11 +1,13 @@
 // @ts-check
 /**
  * The streamer page: join the room at once (to show the viewer count), then on "Go live"
- * open the camera and publish. Window hook: see ui.js (`window.netra`); page marks are
+ * open the camera and publish. Publishing needs a token (token.js): without one, or with one
+ * the server refuses, the page asks for it and says how to get one. Window hook: see ui.js (`window.netra`); page marks are
  * goLive (the click) and mediaReady (getUserMedia resolved).
  */
 
 import { NetraClient, roomFromPath, signalingUrl } from "/static/protocol.js";
+import { forgetToken, keepToken, takeToken } from "/static/token.js";
 import { $, bindPage, showFatal } from "/static/ui.js";
 
 /** @type {Record<import("/static/protocol.js").State, string>} */
@@ -26,6 +28,8 @@ const goLive = /** @type {HTMLButtonElement} */ ($("[data-action=go-live]"));
 const stop = /** @type {HTMLButtonElement} */ ($("[data-action=stop]"));
 const copy = /** @type {HTMLButtonElement} */ ($("[data-action=copy]"));
 const shareLink = /** @type {HTMLInputElement} */ ($("[data-role=share-link]"));
+const tokenForm = /** @type {HTMLFormElement} */ ($("[data-role=token-form]"));
+const tokenInput = /** @type {HTMLInputElement} */ ($("[data-role=token-input]"));
 
 const room = roomFromPath(location.pathname);
 if (room === null) {
@@ -41,7 +45,14 @@ function start(room) {
   document.title = `Netra — live in ${room}`;
   shareLink.value = `${location.origin}/watch/${encodeURIComponent(room)}`;
 
-  const client = new NetraClient({ url: signalingUrl(location), roomId: room, role: "streamer" });
+  $("[data-role=room-name]").textContent = room;
+  const token = takeToken(location, history, localStorage) ?? undefined;
+  const client = new NetraClient({
+    url: signalingUrl(location),
+    roomId: room,
+    role: "streamer",
+    token,
+  });
   bindPage(client, LABELS, preview);
   /** @type {MediaStream | null} */
   let stream = null;
@@ -61,9 +72,33 @@ function start(room) {
     document.body.classList.remove("has-preview");
   };
 
-  client.addEventListener("statechange", () => {
+  /** Ask for a token; the page joins once it has one. */
+  const askForToken = () => {
+    tokenForm.hidden = false;
+    goLive.disabled = true;
+    tokenInput.focus();
+  };
+
+  client.addEventListener("statechange", (event) => {
+    const { reason } = /** @type {CustomEvent} */ (event).detail;
     // A final error (say, `replaced`): nothing will be published again until Go live.
     if (client.stopped) release();
+    if (reason === "unauthorized" || reason === "forbidden") {
+      forgetToken(localStorage);
+      askForToken();
+      return;
+    }
+    updateButtons();
+  });
+
+  tokenForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = tokenInput.value.trim();
+    if (!value) return;
+    keepToken(localStorage, value);
+    client.token = value;
+    tokenForm.hidden = true;
+    client.connect();
     updateButtons();
   });
 
@@ -108,6 +143,10 @@ function start(room) {
     setTimeout(() => (copy.textContent = "Copy"), 1500);
   });
 
+  if (token === undefined) {
+    askForToken();
+    return;
+  }
   client.connect();
   updateButtons();
 }

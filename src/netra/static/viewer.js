@@ -1,12 +1,15 @@
 // @ts-check
 /**
- * The viewer page: join the room, wait for the streamer, play what the server offers.
+ * The viewer page: join the room, wait for the streamer, play what the server offers; with
+ * `?via=whep`, play over WHEP instead of the WebSocket protocol (same states, same page).
  * Window hook: see ui.js (`window.netra`); page marks are firstFrame and first720
  * (requestVideoFrameCallback), in performance.now() since navigation.
  */
 
 import { NetraClient, roomFromPath, signalingUrl } from "/static/protocol.js";
+import { takeToken } from "/static/token.js";
 import { $, bindPage, showFatal } from "/static/ui.js";
+import { WhepClient } from "/static/whep.js";
 
 /** @type {Record<import("/static/protocol.js").State, string>} */
 const LABELS = {
@@ -79,8 +82,14 @@ function start(room) {
   $("[data-role=room]").textContent = room;
   document.title = `Netra — watching ${room}`;
 
-  const client = new NetraClient({ url: signalingUrl(location), roomId: room, role: "viewer" });
-  const { timeline } = bindPage(client, LABELS, video);
+  // Only a server started with --viewers-need-token asks viewers for one.
+  const token = takeToken(location, history, localStorage) ?? undefined;
+  const viaWhep = new URLSearchParams(location.search).get("via") === "whep";
+  const client = viaWhep
+    ? new WhepClient({ endpoint: `/whep/${encodeURIComponent(room)}`, token })
+    : new NetraClient({ url: signalingUrl(location), roomId: room, role: "viewer", token });
+  document.body.dataset.via = viaWhep ? "whep" : "ws";
+  const { timeline } = bindPage(/** @type {NetraClient} */ (client), LABELS, video);
   const sound = bindSound(timeline);
 
   client.addEventListener("track", (event) => {
