@@ -14,11 +14,13 @@ from .harness import OUTPUT, NetraServer, Pages, ServerError, launch_chromium
 
 @pytest.fixture
 def netra(request: pytest.FixtureRequest) -> Iterator[NetraServer]:
-    """A server of this test alone; its log is test-output/server-<test>.log."""
+    """A server of this test alone; its log is test-output/server-<test>.log. A test marked
+    `@pytest.mark.netra_args("--flag", …)` starts it with those flags."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
     log_path = OUTPUT / f"server-{name}.log"
     log_path.unlink(missing_ok=True)
-    server = NetraServer(log_path=log_path)
+    marker = request.node.get_closest_marker("netra_args")
+    server = NetraServer(log_path=log_path, extra_args=tuple(marker.args) if marker else ())
     request.node.netra_server = server
     failure = None
     try:

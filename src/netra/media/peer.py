@@ -52,13 +52,13 @@ def _check_sends_media(offer: str) -> None:
             )
 
 
-def _received_kinds(offer: str) -> set[str]:
-    """The kinds a player's offer can receive (WHEP: recvonly, or sendrecv)."""
-    return {
-        section.kind
+def _media_sections(offer: str) -> list[tuple[str, bool]]:
+    """A player's audio and video sections in order: (kind, whether it can receive)."""
+    return [
+        (section.kind, section.direction in ("recvonly", "sendrecv"))
         for section in _parse(offer).media
-        if section.kind in ("audio", "video") and section.direction in ("recvonly", "sendrecv")
-    }
+        if section.kind in ("audio", "video")
+    ]
 
 
 def describe_codec(codec: RTCRtpCodecParameters) -> str:
@@ -129,18 +129,25 @@ class Peer:
     async def answer_subscriber(self, sdp: str, publications: Iterable[Publication]) -> str:
         """Answer a player's offer (WHEP) with these Publications, each in exactly the codec
         its publisher sends; a player that cannot receive that codec is told which it is."""
-        wanted = _received_kinds(sdp)
-        chosen = [p for p in publications if p.kind in wanted]
-        if not chosen:
+        unsent = {p.kind: p for p in publications}
+        offered = _media_sections(sdp)
+        if not any(kind in unsent and receives for kind, receives in offered):
             raise negotiation_failed(
                 "the offer receives none of this stream's tracks"
-                f" ({', '.join(p.kind for p in publications) or 'none'}): offer recvonly media"
+                f" ({', '.join(unsent) or 'none'}): offer recvonly media"
             )
+        # One transceiver per section, in the offer's order: with max-bundle, aiortc stops the
+        # one shared transport when the offer's first section is not the first transceiver's.
         pending = []
-        for publication in chosen:
-            transceiver = self.pc.addTransceiver(publication.kind, direction="sendonly")
+        for kind, receives in offered:
+            publication = unsent.pop(kind, None) if receives else None
+            if publication is None:
+                self.pc.addTransceiver(kind, direction="inactive")
+                continue
+            transceiver = self.pc.addTransceiver(kind, direction="sendonly")
             transceiver.setCodecPreferences([as_capability(publication.codec)])
             pending.append((publication, transceiver))
+        chosen = [publication for publication, _ in pending]
         try:
             await self._set_remote(sdp, "offer")
         except UserError:
