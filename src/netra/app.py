@@ -21,6 +21,7 @@ from netra.http.limits import RateLimit
 from netra.http.problem import problems
 from netra.http.resource import Resources, bearer_token
 from netra.media import aiortc_private
+from netra.observability.access_log import AccessLogger
 from netra.rooms.registry import RoomRegistry
 from netra.services import SERVICES, Services
 from netra.signaling.endpoint import websocket
@@ -122,4 +123,6 @@ def run(config: Config, secret: str | None = None) -> None:
     # and run them a tenth as often. The forwarding path allocates no tracked objects.
     gc.freeze()
     gc.set_threshold(700, 10, 100)
-    web.run_app(app, host=config.host, port=config.port, print=None)
+    web.run_app(
+        app, host=config.host, port=config.port, print=None, access_log_class=AccessLogger
+    )

@@ -167,7 +167,8 @@ async def test_viewers_play_again_when_the_streamer_goes_live_again(
 async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages) -> None:
     # The link `netra serve` prints: the home page with a publish token for any room, which
     # the page keeps and takes out of the address bar.
-    home = await pages.open(f"/?token={netra.token('*', 'publish')}")
+    token = netra.token("*", "publish")
+    home = await pages.open(f"/?token={token}")
     assert "token" not in home.page.url, home.page.url
     room = await home.page.input_value("[data-role=room-input]")
     assert room.startswith("room-"), room
@@ -180,6 +181,9 @@ async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages) -
     await home.page.click("[data-action=go-live]")
     await home.page.wait_for_url(f"{netra.base_url}/stream/my_room-1", timeout=5_000)
     await wait_state(home, "waiting", timeout=10, joined=True)
+    # The access log names the paths, never the credential in a query string.
+    assert "GET /?" not in netra.log_tail(400) and token not in netra.log_tail(400)
+    assert '"GET /stream/my_room-1"' in netra.log_tail(400)
 
 
 async def test_streamer_and_viewer_come_back_after_a_server_restart(
