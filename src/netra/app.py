@@ -20,7 +20,7 @@ from netra.http.cors import cors
 from netra.http.limits import RateLimit
 from netra.http.problem import problems
 from netra.http.resource import Resources, bearer_token
-from netra.media import aiortc_private
+from netra.media import aiortc_private, dtls
 from netra.observability.access_log import AccessLogger
 from netra.rooms.registry import RoomRegistry
 from netra.services import SERVICES, Services
@@ -42,6 +42,11 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     """`secret` signs and checks tokens; by default the configured one, else the one kept in
     the state directory (netra.auth.secret_for)."""
     aiortc_private.check()
+    # Real encoders: H.264 as OBS and FFmpeg send it, offers with no candidates, binding
+    # requests without PRIORITY, and FFmpeg's P-224 DTLS certificate.
+    aiortc_private.accept_h264_profiles()
+    aiortc_private.tolerate_clients_without_candidates()
+    dtls.accept_ffmpeg_certificates()
     if config.candidate_addresses:
         aiortc_private.offer_host_addresses(config.candidate_addresses)
     context = AgentContext(

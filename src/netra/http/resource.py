@@ -15,7 +15,7 @@ from aiohttp import web
 
 from netra.agents.agent import Agent
 from netra.errors import NotFound, ProtocolError, UserError
-from netra.http.sdpfrag import media_ids, parse_fragment, session_ufrag
+from netra.http.sdpfrag import parse_fragment, session_ufrag, transport_mids
 from netra.services import SERVICES
 
 logger = logging.getLogger("netra.http")
@@ -33,7 +33,7 @@ class Resource:
         self.agent = agent
         self.etag = f'"{secrets.token_hex(12)}"'  # strong: changes only on an ICE restart
         self.ufrag = session_ufrag(offer)
-        self.mids = media_ids(offer)
+        self.transports = transport_mids(offer)  # mid → the mid that owns its transport
         self.closed = False
         self._streams: list[asyncio.Queue[tuple[str, dict[str, object]] | None]] = []
 
@@ -139,11 +139,12 @@ def session_routes(kind: str, on_delete: str) -> list[web.RouteDef]:
                 code="ice-restart-unsupported",
             )
         for mid, candidate in fragment.candidates:
-            # A mid the offer does not have (one library tags every candidate "1") still
-            # means the one bundled transport.
-            known = mid if mid in resource.mids else None
+            # aiortc ignores a candidate tagged with a bundled section's mid, so it goes to
+            # the section that owns the bundle's transport. A mid the offer does not have
+            # (one library tags every candidate "1") means the first section's transport.
+            owner = resource.transports.get(mid) if mid is not None else None
             try:
-                await resource.agent.add_candidate(candidate, known, 0 if known is None else None)
+                await resource.agent.add_candidate(candidate, owner, 0 if owner is None else None)
             except ProtocolError:
                 continue  # RFC 9725 §4.3.2: unusable candidates are dropped silently
         if fragment.end_of_candidates:

@@ -52,5 +52,14 @@ def session_ufrag(sdp: str) -> str | None:
     return None
 
 
-def media_ids(sdp: str) -> list[str]:
-    return [line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")]
+def transport_mids(sdp: str) -> dict[str, str]:
+    """For each media section's mid, the mid of the section whose transport carries it: the
+    first of its BUNDLE group (RFC 9143 §7.2.1), or its own when it is not bundled."""
+    mids = [line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")]
+    owner = {mid: mid for mid in mids}
+    for line in sdp.splitlines():
+        if line.startswith("a=group:BUNDLE "):
+            group = [mid for mid in line[15:].split() if mid in owner]
+            for mid in group:
+                owner[mid] = group[0]
+    return owner

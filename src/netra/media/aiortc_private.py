@@ -3,26 +3,51 @@
 aiortc has no public API for packet forwarding, so the SFU reaches into it here and only here
 (see ../shared/notes/aiortc.md §1b–1c for what each name does and its history). The version is
 pinned to aiortc 1.16; `check()` fails loudly at start-up and in the tests if a name moved.
+
+Two process-wide, idempotent patches for publishers that are not browsers are made here too,
+to be called once at start-up: `accept_h264_profiles()` (H.264 High/Main/baseline 1.3, as OBS
+and FFmpeg offer it) and `tolerate_clients_without_candidates()` (OBS 30.2+ and FFmpeg offer
+no ICE candidates). `unpatched()` gives back aiortc's original of a patched name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import os
 import socket
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import aioice.candidate
 import aioice.ice
+import aiortc.codecs
+import aiortc.rtcpeerconnection
 import pylibsrtp
-from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc import (
+    RTCIceTransport,
+    RTCRtpCodecCapability,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, RTCDtlsTransport
 from aiortc.rtcdtlstransport import State as _DtlsState
 from aiortc.rtp import RtpPacket
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+from netra.media.codecs import (
+    H264_PACKETIZATION_MODES,
+    H264_PROFILE_LEVEL_IDS,
+    h264_parameters,
+    h264_variant,
+)
+
+logger = logging.getLogger(__name__)
 _DTLS_CONNECTED = _DtlsState.CONNECTED
 _RTP_FIELDS = struct.Struct("!HII")  # sequence number, timestamp, SSRC at byte offset 2
 _SRTP_TRAILER = 16 + 128  # the most libsrtp may append (auth tag, MKI), as pylibsrtp allows
@@ -37,8 +62,17 @@ _CLASS_NAMES: tuple[tuple[type, str], ...] = (
     (RTCDtlsTransport, "_send_rtp"),
     (RTCDtlsTransport, "transport"),
     (aioice.ice.CandidatePair, "remote_addr"),
+    (aioice.ice.Connection, "check_incoming"),
+    (aioice.ice.Connection, "_end_remote_candidates"),
+    (RTCCertificate, "_create_ssl_context"),
 )
-_MODULE_NAMES: tuple[tuple[Any, str], ...] = ((aioice.ice, "get_host_addresses"),)
+_MODULE_NAMES: tuple[tuple[Any, str], ...] = (
+    (aioice.ice, "get_host_addresses"),
+    (aiortc.codecs, "CODECS"),
+    (aiortc.rtcpeerconnection, "find_common_codecs"),
+    (aiortc.rtcpeerconnection, "filter_preferred_codecs"),
+    (aiortc.rtcpeerconnection, "is_codec_compatible"),
+)
 _RECEIVER_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
     (RTCRtpReceiver, _RECEIVER_JITTER_BUFFER),
@@ -55,6 +89,8 @@ _INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
     (pylibsrtp.Session, "_buffer"),
     (pylibsrtp.Session, "_srtp"),
     (aioice.ice.CandidatePair, "protocol"),
+    (aioice.ice.Connection, "_remote_candidates"),
+    (aioice.ice.Connection, "_remote_candidates_end"),
 )
 # Set outside __init__ (in connection_made), so checked by name in the method's code.
 _METHOD_NAMES: tuple[tuple[Any, str, str], ...] = (
@@ -99,6 +135,68 @@ def offer_host_addresses(addresses: Iterable[str]) -> None:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+_ORIGINAL = "_netra_original"
+
+
+def _patch(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+    """Replace `owner.name` with `make(original)`, once per process (idempotent)."""
+    current = getattr(owner, name)
+    if hasattr(current, _ORIGINAL):
+        return
+    replacement = make(current)
+    setattr(replacement, _ORIGINAL, current)
+    setattr(owner, name, replacement)
+
+
+def unpatched(owner: Any, name: str) -> Any:
+    """What `owner.name` was before Netra patched it (for tests that show why)."""
+    current = getattr(owner, name)
+    return getattr(current, _ORIGINAL, current)
+
+
+def tolerate_clients_without_candidates() -> None:
+    """Connect clients whose offer holds no ICE candidates, and checks without PRIORITY
+    (process-wide, idempotent; call at start-up).
+
+    OBS 30.2+, FFmpeg's WHIP muxer and some browser WHIP libraries offer no candidates, some
+    with `a=end-of-candidates`, and never trickle: the server learns them from their checks
+    (peer-reflexive, RFC 8445 §7.3.1.3). aioice takes end-of-candidates with no candidates as
+    the end: it drops the component ("Components {1} have no candidate pairs") and connect()
+    fails at once. Here such an end-of-candidates is ignored, so aioice keeps waiting for the
+    client's checks; the Peer's connect timeout bounds the wait.
+
+    A binding request without PRIORITY (older FFmpeg; RFC 8445 §7.1.1 requires it) made
+    aioice raise KeyError while learning the client's address, so the check was lost; it
+    is now learnt with the priority a peer-reflexive candidate gets by default.
+    """
+    _patch(aioice.ice.Connection, "_end_remote_candidates", _wait_for_peer_reflexive)
+    _patch(aioice.ice.Connection, "check_incoming", _default_priority)
+
+
+def _wait_for_peer_reflexive(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    def _end_remote_candidates(self: aioice.ice.Connection) -> None:
+        if not self._remote_candidates:
+            self._remote_candidates_end = False  # still expecting: peer-reflexive ones
+            logger.debug("no remote candidates at end-of-candidates: waiting for checks")
+            return
+        original(self)
+
+    return _end_remote_candidates
+
+
+def _default_priority(original: Callable[..., None]) -> Callable[..., None]:
+    def check_incoming(
+        self: aioice.ice.Connection, message: Any, addr: tuple[str, int], protocol: Any
+    ) -> None:
+        if "PRIORITY" not in message.attributes:
+            message.attributes["PRIORITY"] = aioice.candidate.candidate_priority(
+                protocol.local_candidate.component, "prflx"
+            )
+        original(self, message, addr, protocol)
+
+    return check_incoming
 
 
 # --- The publisher side: tap packets after RTX unwrapping and NACK handling ----------------
@@ -150,6 +248,109 @@ def keep_first_codec(transceiver: RTCRtpTransceiver) -> None:
         for c in codecs
         if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == first.payloadType
     ]
+
+
+def accept_h264_profiles() -> None:
+    """Accept and answer H.264 as real encoders offer it (process-wide, idempotent; call at
+    start-up, before any peer connection is made).
+
+    aiortc lists H.264 only at 42001f and 42e01f, packetization-mode 1, and answers a
+    matching offer with its own entry, so an offer of High or Main fails and one of baseline
+    1.3 (42000d) is answered 42001f. Netra never decodes, so it adds every variant in
+    `codecs.H264_PROFILE_LEVEL_IDS` x `H264_PACKETIZATION_MODES` to aiortc's codec list, and
+    answers an offered variant with exactly that variant: the Publication's codec is what the
+    publisher sends, and a viewer is offered it through setCodecPreferences. A viewer's answer
+    may name another level of the same profile (browsers answer with the level they decode,
+    RFC 6184 level-asymmetry-allowed); it is accepted as the codec Netra offered.
+    """
+    video = aiortc.codecs.CODECS["video"]
+    h264 = [c for c in video if _is_h264(c)]
+    present = {h264_variant(c.parameters) for c in h264}
+    feedback = list(h264[0].rtcpFeedback) if h264 else []
+    payload_type = max((c.payloadType or 0 for c in video), default=96) + 1
+    for mode in H264_PACKETIZATION_MODES:
+        for profile_level_id in H264_PROFILE_LEVEL_IDS:
+            if (profile_level_id, mode) in present:
+                continue
+            if payload_type + 1 > 127:
+                raise RuntimeError("no dynamic RTP payload type left for H.264")
+            video += [
+                RTCRtpCodecParameters(
+                    mimeType="video/H264",
+                    clockRate=90000,
+                    payloadType=payload_type,
+                    rtcpFeedback=list(feedback),
+                    parameters=h264_parameters(profile_level_id, mode),
+                ),
+                RTCRtpCodecParameters(
+                    mimeType="video/rtx",
+                    clockRate=90000,
+                    payloadType=payload_type + 1,
+                    parameters={"apt": payload_type},
+                ),
+            ]
+            payload_type += 2
+    _patch(aiortc.rtcpeerconnection, "find_common_codecs", _answer_exact_h264)
+    _patch(aiortc.rtcpeerconnection, "filter_preferred_codecs", _accept_any_h264_level)
+
+
+def _is_h264(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> bool:
+    return codec.mimeType.lower() == "video/h264"
+
+
+def _answer_exact_h264(original: Callable[..., list[RTCRtpCodecParameters]]) -> Any:
+    """aiortc pairs each offered codec with its first local codec of the same profile and
+    packetization mode; prefer the local codec that is exactly the offered variant."""
+
+    def find_common_codecs(
+        local_codecs: list[RTCRtpCodecParameters], remote_codecs: list[RTCRtpCodecParameters]
+    ) -> list[RTCRtpCodecParameters]:
+        common = original(local_codecs, remote_codecs)  # deep copies, remote payload types
+        exact: dict[tuple[str, str], RTCRtpCodecParameters] = {}
+        for codec in local_codecs:
+            if _is_h264(codec):
+                exact.setdefault(h264_variant(codec.parameters), codec)
+        offered = {c.payloadType: c for c in remote_codecs}
+        for codec in common:
+            remote = offered.get(codec.payloadType)
+            if _is_h264(codec) and remote is not None and _is_h264(remote):
+                local = exact.get(h264_variant(remote.parameters))
+                if local is not None:
+                    codec.parameters = dict(local.parameters)
+        return common
+
+    return find_common_codecs
+
+
+def _accept_any_h264_level(original: Callable[..., list[RTCRtpCodecParameters]]) -> Any:
+    """aiortc keeps only the codecs whose fmtp equals a preferred codec's; for H.264 let a
+    codec that differs from a preferred one only in level stand for it (with its fmtp),
+    when nothing matches that preferred codec exactly."""
+
+    def filter_preferred_codecs(
+        codecs: list[RTCRtpCodecParameters], preferred: list[RTCRtpCodecCapability]
+    ) -> list[RTCRtpCodecParameters]:
+        unmatched = [
+            p
+            for p in preferred
+            if _is_h264(p) and not any(_is_h264(c) and c.parameters == p.parameters for c in codecs)
+        ]
+        if unmatched:
+            codecs = [_as_preferred(c, unmatched) for c in codecs]
+        return original(codecs, preferred)
+
+    return filter_preferred_codecs
+
+
+def _as_preferred(
+    codec: RTCRtpCodecParameters, preferred: list[RTCRtpCodecCapability]
+) -> RTCRtpCodecParameters:
+    if _is_h264(codec):
+        compatible: Any = aiortc.rtcpeerconnection.is_codec_compatible
+        for wanted in preferred:
+            if compatible(codec, wanted):  # same profile and packetization mode
+                return dataclasses.replace(codec, parameters=dict(wanted.parameters))
+    return codec
 
 
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[Any]:
@@ -284,6 +485,14 @@ class DirectSend:
         except BlockingIOError:
             route[7](datagram, route[1])
         return True
+
+
+# --- DTLS --------------------------------------------------------------------------------
+
+
+def dtls_context(certificate: RTCCertificate) -> Any:
+    """The pyOpenSSL context aiortc's DTLS transport makes for `certificate`."""
+    return certificate._create_ssl_context(SRTP_PROFILES)
 
 
 # --- The load tool's side (netra bench): count packets without aiortc's receive path ---------

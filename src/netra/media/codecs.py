@@ -81,3 +81,68 @@ def as_capability(codec: RTCRtpCodecParameters) -> RTCRtpCodecCapability:
         channels=codec.channels,
         parameters=dict(codec.parameters),
     )
+
+
+# Browsers that list no H.264 High among the profiles they receive (Debian's Chromium lists
+# 42001f, 42e01f, 4d001f and f4001f) still decode it: their decoder is FFmpeg's or the
+# platform's, which take any profile. MediaMTX offers every H.264 stream as this one.
+H264_FALLBACK_PROFILE_LEVEL_ID = "42e01f"
+
+
+def viewer_preferences(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+    """What a viewer is offered for a publisher's codec: exactly that codec first, and for
+    H.264 in another profile the constrained-baseline label as a second choice, so that a
+    browser that does not list the publisher's profile (OBS's default, High) still plays."""
+    exact = as_capability(codec)
+    if codec.mimeType.lower() != "video/h264":
+        return [exact]
+    profile_level_id, mode = h264_variant(dict(codec.parameters))
+    if profile_level_id[:2] == H264_FALLBACK_PROFILE_LEVEL_ID[:2]:
+        return [exact]  # baseline already: every H.264 receiver takes it
+    fallback = RTCRtpCodecCapability(
+        mimeType=codec.mimeType,
+        clockRate=codec.clockRate,
+        parameters=h264_parameters(H264_FALLBACK_PROFILE_LEVEL_ID, mode),
+    )
+    return [exact, fallback]
+
+
+# --- What Netra forwards ----------------------------------------------------------------------
+
+# Netra forwards RTP without decoding, so it can carry any codec whose packets the forwarder
+# understands well enough to start a viewer at a keyframe (video) or anywhere (audio).
+# In order of preference, spelt as in SDP.
+FORWARDED = ("video/VP8", "video/H264", "audio/opus")
+FORWARDABLE_MIME_TYPES = frozenset(mime.lower() for mime in FORWARDED)
+
+
+def forwardable(mime_type: str) -> bool:
+    """Whether Netra can forward a codec (MIME type, any case, e.g. "video/H264")."""
+    return mime_type.lower() in FORWARDABLE_MIME_TYPES
+
+
+# H.264 as real encoders offer it (profile_idc, constraint flags, level_idc in hex), each
+# answered exactly as offered so that viewers are offered what the publisher sends:
+# constrained baseline 3.1 (browsers, libdatachannel/OBS), baseline 3.1 (browsers),
+# baseline 1.3 (FFmpeg's WHIP muxer), main 3.1, constrained high 3.1, high 3.1 (OBS's x264
+# default). An offer at another level of one of these profiles is answered with the listed
+# level of that profile (RFC 6184 level-asymmetry-allowed: each side declares what it decodes).
+H264_PROFILE_LEVEL_IDS = ("42001f", "42e01f", "42000d", "4d001f", "640c1f", "64001f")
+# Non-interleaved first; single NAL unit mode (0) for encoders that offer only that.
+H264_PACKETIZATION_MODES = ("1", "0")
+
+
+def h264_parameters(profile_level_id: str, packetization_mode: str) -> dict[str, str | int | None]:
+    """The fmtp parameters Netra uses for one H.264 variant, in aiortc's own spelling."""
+    return {
+        "level-asymmetry-allowed": "1",
+        "packetization-mode": packetization_mode,
+        "profile-level-id": profile_level_id,
+    }
+
+
+def h264_variant(parameters: dict[str, str | int | None]) -> tuple[str, str]:
+    """(profile-level-id, packetization-mode) of an H.264 fmtp, with RFC 6184's defaults
+    (aiortc reads a missing profile-level-id as constrained baseline 3.1)."""
+    profile_level_id = str(parameters.get("profile-level-id") or "42e01f").lower()
+    return profile_level_id, str(parameters.get("packetization-mode") or "0")

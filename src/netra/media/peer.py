@@ -24,7 +24,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from netra.errors import ProtocolError, UserError
 from netra.media import aiortc_private
-from netra.media.codecs import as_capability
+from netra.media.codecs import FORWARDED, forwardable, viewer_preferences
 from netra.media.publication import Publication
 from netra.media.sdp import add_start_bitrate, announce_address
 from netra.media.subscription import Subscription
@@ -59,6 +59,33 @@ def _media_sections(offer: str) -> list[tuple[str, bool]]:
         for section in _parse(offer).media
         if section.kind in ("audio", "video")
     ]
+
+
+def _no_common_codec(offer: str) -> UserError | None:
+    """The error for an offer with a section in no codec Netra forwards, naming what was
+    offered and what would do; None if every section has one."""
+    for section in _parse(offer).media:
+        if section.kind not in ("audio", "video"):
+            continue
+        offered = [
+            c.mimeType.split("/")[1] for c in section.rtp.codecs if not _repairs(c.mimeType)
+        ]
+        if not any(forwardable(f"{section.kind}/{name}") for name in offered):
+            accepted = " or ".join(
+                mime.split("/")[1] for mime in FORWARDED if mime.startswith(section.kind)
+            )
+            names = ", ".join(offered) or "nothing"
+            return UserError(
+                f"the {section.kind} is offered in {names}, which Netra does not forward:"
+                f" send {accepted}",
+                code="unsupported-codec",
+            )
+    return None
+
+
+def _repairs(mime_type: str) -> bool:
+    """Codecs that only repair or carry others (RFC 4588, 2198, 5109)."""
+    return mime_type.split("/")[1].lower() in ("rtx", "red", "ulpfec", "flexfec-03")
 
 
 def describe_codec(codec: RTCRtpCodecParameters) -> str:
@@ -100,7 +127,10 @@ class Peer:
     async def accept_offer(self, sdp: str) -> str:
         """Apply a streamer's offer; return the answer to send. Creates the Publications."""
         _check_sends_media(sdp)
-        await self._set_remote(sdp, "offer")
+        try:
+            await self._set_remote(sdp, "offer")
+        except UserError as exc:
+            raise _no_common_codec(sdp) or exc from None
         transceivers = self.pc.getTransceivers()
         kinds = Counter(t.kind for t in transceivers)
         if any(n > 1 for n in kinds.values()) or not transceivers:
@@ -120,7 +150,7 @@ class Peer:
     async def offer(self, publications: Iterable[Publication]) -> str:
         for publication in publications:
             transceiver = self.pc.addTransceiver(publication.kind, direction="sendonly")
-            transceiver.setCodecPreferences([as_capability(publication.codec)])
+            transceiver.setCodecPreferences(viewer_preferences(publication.codec))
             self.subscriptions.append(Subscription(publication, transceiver))
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
@@ -145,7 +175,7 @@ class Peer:
                 self.pc.addTransceiver(kind, direction="inactive")
                 continue
             transceiver = self.pc.addTransceiver(kind, direction="sendonly")
-            transceiver.setCodecPreferences([as_capability(publication.codec)])
+            transceiver.setCodecPreferences(viewer_preferences(publication.codec))
             pending.append((publication, transceiver))
         chosen = [publication for publication, _ in pending]
         try:
