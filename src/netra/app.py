@@ -46,6 +46,7 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     # requests without PRIORITY, and FFmpeg's P-224 DTLS certificate.
     aiortc_private.accept_h264_profiles()
     aiortc_private.tolerate_clients_without_candidates()
+    aiortc_private.no_consent_checks_after_close()
     dtls.accept_ffmpeg_certificates()
     if config.candidate_addresses:
         aiortc_private.offer_host_addresses(config.candidate_addresses)

@@ -170,3 +170,13 @@ def test_the_ice_patches_are_idempotent(loopback):
     assert aioice.ice.Connection.check_incoming is patched
     original = aiortc_private.unpatched(aioice.ice.Connection, "check_incoming")
     assert original is not patched and original.__name__ == "check_incoming"
+
+
+async def test_a_closed_ice_connection_starts_no_consent_checks():
+    """aioice's connect() may start them after close() (a check that succeeded just before);
+    the task would then wake every 5 s for as long as the server runs."""
+    aiortc_private.no_consent_checks_after_close()
+    connection = aioice.ice.Connection(ice_controlling=True)
+    connection.remote_password = "remote-password"
+    await connection.close()
+    await asyncio.wait_for(connection.query_consent(), timeout=1.0)

@@ -64,6 +64,7 @@ _CLASS_NAMES: tuple[tuple[type, str], ...] = (
     (aioice.ice.CandidatePair, "remote_addr"),
     (aioice.ice.Connection, "check_incoming"),
     (aioice.ice.Connection, "_end_remote_candidates"),
+    (aioice.ice.Connection, "query_consent"),
     (RTCCertificate, "_create_ssl_context"),
 )
 _MODULE_NAMES: tuple[tuple[Any, str], ...] = (
@@ -91,6 +92,7 @@ _INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
     (aioice.ice.CandidatePair, "protocol"),
     (aioice.ice.Connection, "_remote_candidates"),
     (aioice.ice.Connection, "_remote_candidates_end"),
+    (aioice.ice.Connection, "_closing"),
 )
 # Set outside __init__ (in connection_made), so checked by name in the method's code.
 _METHOD_NAMES: tuple[tuple[Any, str, str], ...] = (
@@ -173,6 +175,25 @@ def tolerate_clients_without_candidates() -> None:
     """
     _patch(aioice.ice.Connection, "_end_remote_candidates", _wait_for_peer_reflexive)
     _patch(aioice.ice.Connection, "check_incoming", _default_priority)
+
+
+def no_consent_checks_after_close() -> None:
+    """Never start consent checks on a closed ICE connection (process-wide, idempotent).
+
+    When a connection is closed just as its checks succeed, aioice's connect() resumes after
+    close() and starts the consent task anyway; with no pair left it then sleeps and wakes
+    every 5 s for as long as the server runs: one task leaked per WHIP/WHEP session deleted
+    at that moment."""
+    _patch(aioice.ice.Connection, "query_consent", _unless_closing)
+
+
+def _unless_closing(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    async def query_consent(self: aioice.ice.Connection) -> None:
+        if self._closing:
+            return
+        await original(self)
+
+    return query_consent
 
 
 def _wait_for_peer_reflexive(original: Callable[[Any], None]) -> Callable[[Any], None]:
