@@ -331,6 +331,11 @@ UNUSABLE_OFFERS: dict[str, tuple[Callable[[], Awaitable[str]], list[str]]] = {
         ["one audio and/or one video"],
     ),
     "video in VP9 only": (vp9_offer, ["VP9", "VP8"]),
+    # aiortc could receive PCMU, but Netra forwards only what its forwarder knows.
+    "audio in PCMU only": (
+        lambda: offer_sdp(("audio", "sendonly"), audio_codecs=["audio/PCMU"]),
+        ["PCMU", "opus"],
+    ),
 }
 
 

@@ -234,15 +234,18 @@ def peer_configuration() -> RTCConfiguration:
     return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
-async def offer_sdp(*media: tuple[str, str], video_codecs: Sequence[str] = ()) -> str:
+async def offer_sdp(
+    *media: tuple[str, str], video_codecs: Sequence[str] = (), audio_codecs: Sequence[str] = ()
+) -> str:
     """An offer from a throwaway peer with one transceiver per (kind, direction), its video
-    in `video_codecs` only if given."""
+    and audio in `video_codecs` and `audio_codecs` only if given."""
     pc = RTCPeerConnection(peer_configuration())
+    only = {"video": video_codecs, "audio": audio_codecs}
     try:
         for kind, direction in media:
             transceiver = pc.addTransceiver(kind, direction=direction)
-            if kind == "video" and video_codecs:
-                transceiver.setCodecPreferences(codecs_named("video", video_codecs))
+            if only[kind]:
+                transceiver.setCodecPreferences(codecs_named(kind, only[kind]))
         await pc.setLocalDescription(await pc.createOffer())
         return str(pc.localDescription.sdp)
     finally:

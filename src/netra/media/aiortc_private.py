@@ -257,18 +257,20 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     await receiver._send_rtcp_pli(media_ssrc)
 
 
-def keep_first_codec(transceiver: RTCRtpTransceiver) -> None:
-    """Answer with one codec (and its RTX) so that the publisher sends exactly the codec we
-    offer to viewers. setCodecPreferences has no effect once the offer is parsed."""
+def keep_first_codec(transceiver: RTCRtpTransceiver, usable: Callable[[str], bool]) -> bool:
+    """Answer with one codec (and its RTX), the publisher's first that is `usable` (by MIME
+    type), so that it sends exactly the codec we offer to viewers; False if none is.
+    setCodecPreferences has no effect once the offer is parsed."""
     codecs = transceiver._codecs
-    first = next((c for c in codecs if not c.mimeType.lower().endswith("/rtx")), None)
+    first = next((c for c in codecs if usable(c.mimeType)), None)
     if first is None:
-        return
+        return False
     transceiver._codecs = [first] + [
         c
         for c in codecs
         if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == first.payloadType
     ]
+    return True
 
 
 def accept_h264_profiles() -> None:

@@ -136,7 +136,8 @@ class Peer:
         if any(n > 1 for n in kinds.values()) or not transceivers:
             raise negotiation_failed("publish one audio and/or one video track")
         for transceiver in transceivers:
-            aiortc_private.keep_first_codec(transceiver)
+            if not aiortc_private.keep_first_codec(transceiver, forwardable):
+                raise _no_common_codec(sdp) or negotiation_failed("no codec Netra forwards")
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         for transceiver in transceivers:
