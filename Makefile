@@ -6,7 +6,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test bench install install-test install-bench chromium janus lint clean
+.PHONY: serve test bench install install-test install-bench chromium janus clients netns lint clean
 
 $(BIN)/netra: pyproject.toml
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -46,12 +46,33 @@ janus:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus gcc libc6-dev; \
 	fi
 
+# Real WHIP/WHEP clients nobody here wrote (tests/clients): the whip-whep and
+# @eyevinn/webrtc-player npm packages for Chromium, and node-datachannel (libdatachannel, OBS's
+# WebRTC stack) for the OBS-like publisher. Pinned in package-lock.json; no browser download.
+clients:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "installing Debian's nodejs and npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	fi
+	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+# Every test runs in a private network namespace that has only loopback, so that no browser or
+# peer can even see this machine's addresses (CI runs as root; elsewhere a user namespace).
+NETNS := unshare $(if $(filter 0,$(shell id -u)),-n,-rn) sh -c 'ip link set lo up && exec "$$0" "$$@"'
+
+netns:
+	@command -v ip >/dev/null || { \
+	  echo "installing Debian's iproute2"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
+
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src/netra
 
-test: install-test chromium janus lint
-	$(BIN)/python -m pytest -q
+test: install-test chromium janus clients netns lint
+	$(NETNS) $(BIN)/python -m pytest -q
 
 # The published comparison: Netra and Janus interleaved, three ladders each (~20 min).
 bench: install-bench janus

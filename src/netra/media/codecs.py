@@ -85,7 +85,7 @@ def as_capability(codec: RTCRtpCodecParameters) -> RTCRtpCodecCapability:
 
 # Browsers that list no H.264 High among the profiles they receive (Debian's Chromium lists
 # 42001f, 42e01f, 4d001f and f4001f) still decode it: their decoder is FFmpeg's or the
-# platform's, which take any profile. MediaMTX offers every H.264 stream as this one.
+# platform's, which take any profile (tests/e2e/test_ffmpeg.py plays High in Chromium).
 H264_FALLBACK_PROFILE_LEVEL_ID = "42e01f"
 
 
