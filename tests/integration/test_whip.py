@@ -285,6 +285,25 @@ async def test_delete_ends_the_stream_as_a_streamer_leaving_does_and_the_session
     assert_problem(await publisher.patch(publisher.fragment()), 404, "no WHIP session")
 
 
+async def test_a_client_that_closes_its_peer_connection_before_its_delete_still_gets_200(
+    peers: Peers, clients: HttpClients
+) -> None:
+    """whip-whep's WHIPClient.stop() closes first: by its DELETE the server has seen the
+    connection close and ended the session itself."""
+    publisher = await clients.publishing("closed-first")
+    viewer = await peers.viewer("closed-first")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+
+    await publisher.pc.close()
+    ended = await viewer.signaling.next_message("stream-ended")
+
+    assert ended["reason"] == "streamer-failed", ended
+    reply = await publisher.delete()
+    assert reply.status == 200, reply.describe()
+    assert_problem(await publisher.patch(publisher.fragment()), 404, "no WHIP session")
+
+
 async def test_get_on_a_session_is_answered_2xx(clients: HttpClients) -> None:
     publisher = await clients.publishing("got")
 

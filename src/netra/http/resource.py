@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import secrets
+from time import monotonic
 
 from aiohttp import web
 
@@ -22,6 +23,11 @@ logger = logging.getLogger("netra.http")
 
 SDPFRAG = "application/trickle-ice-sdpfrag"
 SSE_QUEUE = 64  # events held for a slow event-stream reader before it is dropped
+# A session the server ended (its peer connection failed or closed, its stream ended) still
+# answers its client's DELETE with 200 for this long: clients close their peer connection
+# first and DELETE after, by which time the server may have noticed the close.
+ENDED_GRACE_SECONDS = 60.0
+MAX_ENDED = 10_000
 
 
 class Resource:
@@ -70,6 +76,8 @@ class Resources:
     def __init__(self) -> None:
         self._by_id: dict[str, Resource] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # Sessions the server ended, by id: (kind, room, when the grace ends).
+        self._ended: dict[str, tuple[str, str, float]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -91,8 +99,20 @@ class Resources:
         resource.end_streams()
         await resource.agent.close(reason)
 
+    def ended_recently(self, kind: str, room_id: str, resource_id: str) -> bool:
+        """Whether the server itself ended this session within the grace period."""
+        ended = self._ended.get(resource_id)
+        return ended is not None and ended[:2] == (kind, room_id) and monotonic() < ended[2]
+
     def close_soon(self, resource: Resource, reason: str) -> None:
-        """Close from inside the agent's own loop, which close() waits for."""
+        """Close from inside the agent's own loop, which close() waits for (the server
+        ends the session: its client may still DELETE it)."""
+        now = monotonic()
+        while self._ended and (
+            len(self._ended) >= MAX_ENDED or next(iter(self._ended.values()))[2] < now
+        ):
+            del self._ended[next(iter(self._ended))]
+        self._ended[resource.id] = (resource.kind, resource.room_id, now + ENDED_GRACE_SECONDS)
         task = asyncio.ensure_future(self.close(resource, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -154,6 +174,9 @@ def session_routes(kind: str, on_delete: str) -> list[web.RouteDef]:
     async def delete(request: web.Request) -> web.Response:
         services = request.app[SERVICES]
         services.rate_limit.take()
+        match = request.match_info
+        if services.resources.ended_recently(kind, match["room"], match["id"]):
+            return web.Response(status=200)
         resource = find(request)
         await services.resources.close(resource, on_delete)
         return web.Response(status=200)  # exactly 200: OBS warns on anything else
