@@ -16,7 +16,7 @@ from netra.auth import Authority, Grant, secret_for
 from netra.config import Config
 from netra.errors import forbidden
 from netra.http import whep, whip
-from netra.http.cors import cors
+from netra.http.cors import add_cors_headers
 from netra.http.limits import RateLimit
 from netra.http.problem import problems
 from netra.http.resource import Resources, bearer_token
@@ -64,7 +64,8 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
         resources=Resources(),
         rate_limit=RateLimit(config.http_rate, config.http_burst),
     )
-    app = web.Application(middlewares=[cors, problems])
+    app = web.Application(middlewares=[problems])
+    app.on_response_prepare.append(add_cors_headers)
     app[SERVICES] = services
     app.add_routes(
         [
