@@ -55,7 +55,11 @@ clients:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
 	fi
-	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	@cd tests/clients && \
+	if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+	   || [ ! -f bundles/eyevinn-webrtc-player.iife.js ]; then \
+	  npm ci --no-audit --no-fund --loglevel=error && npm run --silent build; \
+	fi
 
 # Every test runs in a private network namespace that has only loopback, so that no browser or
 # peer can even see this machine's addresses (CI runs as root; elsewhere a user namespace).
