@@ -276,3 +276,31 @@ async def test_a_streamer_page_without_a_token_asks_for_one_and_goes_live_with_i
     await wait_state(streamer, "waiting", timeout=10, joined=True)
     await go_live(streamer)
     await wait_state(streamer, "live", timeout=10)
+
+
+async def test_a_browser_is_told_by_name_which_offered_codec_it_cannot_decode(
+    pages: Pages,
+) -> None:
+    """The viewer page checks an offer against this browser's own receive capabilities
+    before applying it (protocol.js `undecodableCodecs`)."""
+    viewer = await pages.open(f"/watch/{new_room()}")
+    missing = await viewer.page.evaluate(
+        """async () => {
+          const { undecodableCodecs } = await import('/static/protocol.js');
+          const caps = (kind) => RTCRtpReceiver.getCapabilities(kind);
+          const offer = (video) => 'v=0\\r\\nm=audio 9 UDP/TLS/RTP/SAVPF 111\\r\\n'
+            + 'a=rtpmap:111 opus/48000/2\\r\\n' + `m=video 9 UDP/TLS/RTP/SAVPF 96 97\\r\\n${video}`
+            + 'a=rtpmap:97 rtx/90000\\r\\na=fmtp:97 apt=96\\r\\n';
+          return {
+            vp8: undecodableCodecs(offer('a=rtpmap:96 VP8/90000\\r\\n'), caps),
+            h264: undecodableCodecs(offer('a=rtpmap:96 H264/90000\\r\\n'), caps),
+            unknown: undecodableCodecs(offer('a=rtpmap:96 XV1/90000\\r\\n'
+              + 'a=fmtp:96 profile-level-id=640c1f\\r\\n'), caps),
+          };
+        }"""
+    )
+    assert missing == {
+        "vp8": [],
+        "h264": [],
+        "unknown": ["video/XV1 (profile-level-id=640c1f)"],
+    }, missing
