@@ -60,4 +60,3 @@ async def test_a_whep_viewer_without_the_token_a_locked_server_needs_is_told_so(
         viewer, "() => document.querySelector('[data-role=error]').textContent", "error", 5
     )
     assert error.startswith("unauthorized"), error
-
