@@ -182,12 +182,14 @@ def _without_candidates(sdp: str) -> str:
     return "".join(line for line in sdp.splitlines(True) if not line.startswith("a=candidate"))
 
 
+@pytest.mark.netra_args("--connect-timeout", "3")
 async def test_a_streamer_whose_peer_never_connects_publishes_again_and_goes_live(
     netra: NetraServer, pages: Pages
 ) -> None:
-    """ICE cannot connect the first time: no candidate reaches either side, so the server's
-    ICE fails at once (the browser's just keeps checking) and the server says
-    stream-ended(streamer-failed). The page publishes again by itself."""
+    """ICE cannot connect the first time: no candidate reaches either side. The server waits
+    for the client's checks (encoders that send no candidates connect that way) until its
+    connect timeout, then says stream-ended(streamer-failed). The page publishes again by
+    itself."""
     first = {"failing": True}
 
     def hide_page_candidates(_: TappedSocket, message: Message) -> Message | None:
