@@ -98,3 +98,18 @@ async def test_the_rooms_api_shows_what_is_live_where(server: Server, peers: Pee
     assert kinds["video"]["packets"] > 0
     (subscription,) = kinds["video"]["subscriptions"]
     assert subscription["packets"] > 0 and subscription["send_failures"] == 0
+
+
+async def test_the_rooms_api_needs_a_token_with_the_admin_grant(server: Server) -> None:
+    refusals = {
+        None: 401,
+        "not-a-jwt": 401,
+        token(publish=True, subscribe=True): 403,
+    }
+    async with aiohttp.ClientSession() as http:
+        for credential, status in refusals.items():
+            headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+            async with http.get(server.url + "/api/rooms", headers=headers) as response:
+                body = await response.json(content_type=None)
+                assert response.status == status, (credential, body)
+                assert "admin" in body["detail"] or status == 401, body

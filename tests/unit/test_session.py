@@ -22,7 +22,7 @@ def publish_token(room: str = "*") -> str:
 class Client:
     """A session with its outgoing messages collected; `expect` waits for the next one."""
 
-    def __init__(self, rooms: RoomRegistry):
+    def __init__(self, rooms: RoomRegistry, config: Config | None = None):
         self.outgoing: asyncio.Queue = asyncio.Queue()
         self.closed_with: tuple[int, str] | None = None
 
@@ -34,7 +34,7 @@ class Client:
             self.session.socket_closed()
 
         context = AgentContext(
-            config=Config(), rooms=rooms, ice_servers=[], authority=Authority(SECRET)
+            config=config or Config(), rooms=rooms, ice_servers=[], authority=Authority(SECRET)
         )
         self.session = SignalingSession(context=context, send=send, close=close)
         self.task = asyncio.create_task(self.session.run())
@@ -263,3 +263,18 @@ async def test_publishing_needs_a_token_with_the_publish_grant_for_the_room(clie
     client.send({"type": "join", "roomId": "r", "role": "streamer",
                  "token": mint(SECRET, room="r", publish=True)})  # fmt: skip
     assert (await client.expect("joined"))["role"] == "streamer"
+
+
+async def test_viewers_need_a_subscribe_token_only_where_the_server_says_so(rooms):
+    open_door, locked = Client(rooms), Client(rooms, Config(viewers_need_token=True))
+    try:
+        await open_door.join("r", "viewer")  # no token: viewing is open by default
+        join = {"type": "join", "roomId": "r", "role": "viewer"}
+        assert (await locked.error(join))["code"] == "unauthorized"
+        publish_only = mint(SECRET, room="r", publish=True)
+        assert (await locked.error({**join, "token": publish_only}))["code"] == "forbidden"
+        locked.send({**join, "token": mint(SECRET, room="r", subscribe=True)})
+        assert (await locked.expect("joined"))["role"] == "viewer"
+    finally:
+        await open_door.stop()
+        await locked.stop()
