@@ -19,7 +19,7 @@ from netra.http import whep, whip
 from netra.http.cors import add_cors_headers
 from netra.http.limits import RateLimit
 from netra.http.problem import problems
-from netra.http.resource import Resources, bearer_token
+from netra.http.resource import RESOURCES, Resources, bearer_token
 from netra.media import aiortc_private, dtls
 from netra.observability.access_log import AccessLogger
 from netra.rooms.registry import RoomRegistry
@@ -59,14 +59,13 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
         ],
         authority=Authority(secret or secret_for(config)),
     )
-    services = Services(
-        context=context,
-        resources=Resources(),
-        rate_limit=RateLimit(config.http_rate, config.http_burst),
-    )
     app = web.Application(middlewares=[problems])
     app.on_response_prepare.append(add_cors_headers)
-    app[SERVICES] = services
+    app[SERVICES] = Services(context=context)
+    app[RESOURCES] = Resources(
+        max_sessions=config.max_sessions,
+        rate_limit=RateLimit(config.http_rate, config.http_burst),
+    )
     app.add_routes(
         [
             web.get("/", _page("home.html")),
@@ -112,7 +111,7 @@ async def _close_sessions(app: web.Application) -> None:
     sockets = list(services.sockets)
     await asyncio.gather(
         *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
-        services.resources.close_all(),
+        app[RESOURCES].close_all(),
         return_exceptions=True,
     )
 
@@ -130,6 +129,4 @@ def run(config: Config, secret: str | None = None) -> None:
     # and run them a tenth as often. The forwarding path allocates no tracked objects.
     gc.freeze()
     gc.set_threshold(700, 10, 100)
-    web.run_app(
-        app, host=config.host, port=config.port, print=None, access_log_class=AccessLogger
-    )
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log_class=AccessLogger)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -11,16 +10,10 @@ from netra.agents.agent import AgentContext
 from netra.config import Config
 from netra.observability.loop_lag import LoopLag
 
-if TYPE_CHECKING:
-    from netra.http.limits import RateLimit
-    from netra.http.resource import Resources
-
 
 @dataclass
 class Services:
     context: AgentContext
-    resources: Resources
-    rate_limit: RateLimit
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     loop_lag: LoopLag = field(default_factory=LoopLag)
 

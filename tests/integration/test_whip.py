@@ -11,7 +11,7 @@ import pytest
 
 from netra.auth import mint
 from netra.config import IceServer
-from netra.services import SERVICES
+from netra.http.resource import RESOURCES
 
 from .conftest import Peers, Server
 from .peers import TEST_SECRET, token
@@ -191,7 +191,7 @@ async def test_a_candidate_patched_under_the_second_mid_reaches_the_bundled_tran
     reply = await publisher.patch(fragment, headers={"If-Match": publisher.etag or ""})
 
     assert reply.status == 204, reply.describe()
-    resource = server.app[SERVICES].resources.find("whip", "second-mid", session_id(publisher))
+    resource = server.app[RESOURCES].find("whip", "second-mid", session_id(publisher))
     assert resource.agent.peer is not None
     transport = resource.agent.peer.pc.getTransceivers()[0].receiver.transport.transport
     remote = [(c.type, c.port) for c in transport.getRemoteCandidates()]

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from netra.agents.agent import Agent
 from netra.errors import NotFound, ProtocolError, UserError
+from netra.http.limits import RateLimit, check_capacity
 from netra.http.sdpfrag import parse_fragment, session_ufrag, transport_mids
 from netra.services import SERVICES
 
@@ -71,9 +72,12 @@ class Resource:
 
 
 class Resources:
-    """Every live WHIP and WHEP session, by id."""
+    """Every live WHIP and WHEP session, by id, and what the HTTP doors may take: requests a
+    second (`throttle`) and open sessions (`check_capacity`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_sessions: int, rate_limit: RateLimit) -> None:
+        self.max_sessions = max_sessions
+        self._rate_limit = rate_limit
         self._by_id: dict[str, Resource] = {}
         self._closing: set[asyncio.Task[None]] = set()
         # Sessions the server ended, by id: (kind, room, when the grace ends).
@@ -81,6 +85,13 @@ class Resources:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def throttle(self) -> None:
+        """Every POST, PATCH and DELETE takes a token from the rate limit (429 past it)."""
+        self._rate_limit.take()
+
+    def check_capacity(self) -> None:
+        check_capacity(len(self._by_id), self.max_sessions)
 
     def add(self, resource: Resource) -> None:
         self._by_id[resource.id] = resource
@@ -123,6 +134,9 @@ class Resources:
         await asyncio.gather(*self._closing, return_exceptions=True)
 
 
+RESOURCES = web.AppKey("netra.resources", Resources)
+
+
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -142,15 +156,15 @@ def session_routes(kind: str, on_delete: str) -> list[web.RouteDef]:
     path = f"/{kind}/{{room}}/{{id}}"
 
     def find(request: web.Request) -> Resource:
-        resources = request.app[SERVICES].resources
-        return resources.find(kind, request.match_info["room"], request.match_info["id"])
+        return request.app[RESOURCES].find(
+            kind, request.match_info["room"], request.match_info["id"]
+        )
 
     async def patch(request: web.Request) -> web.Response:
-        services = request.app[SERVICES]
-        services.rate_limit.take()
+        request.app[RESOURCES].throttle()
         resource = find(request)
         require_content_type(request, SDPFRAG)
-        _check_if_match(request, resource, strict=services.config.whip_strict)
+        _check_if_match(request, resource, strict=request.app[SERVICES].config.whip_strict)
         fragment = parse_fragment(await request.text())
         if fragment.ufrag is not None and fragment.ufrag != resource.ufrag:
             raise UserError(
@@ -172,13 +186,13 @@ def session_routes(kind: str, on_delete: str) -> list[web.RouteDef]:
         return web.Response(status=204)
 
     async def delete(request: web.Request) -> web.Response:
-        services = request.app[SERVICES]
-        services.rate_limit.take()
+        resources = request.app[RESOURCES]
+        resources.throttle()
         match = request.match_info
-        if services.resources.ended_recently(kind, match["room"], match["id"]):
+        if resources.ended_recently(kind, match["room"], match["id"]):
             return web.Response(status=200)
         resource = find(request)
-        await services.resources.close(resource, on_delete)
+        await resources.close(resource, on_delete)
         return web.Response(status=200)  # exactly 200: OBS warns on anything else
 
     async def get(request: web.Request) -> web.Response:

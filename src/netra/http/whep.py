@@ -17,9 +17,9 @@ from aiohttp import web
 
 from netra.agents.viewer import ViewerAgent
 from netra.errors import NetraError, ProtocolError
-from netra.http.limits import check_capacity
 from netra.http.offer import read_offer, room_id
 from netra.http.resource import (
+    RESOURCES,
     Resource,
     Resources,
     bearer_token,
@@ -76,13 +76,13 @@ class _Ears:
 
 
 async def post(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    services.rate_limit.take()
+    services, resources = request.app[SERVICES], request.app[RESOURCES]
+    resources.throttle()
     room = room_id(request)
     require_content_type(request, "application/sdp")
     offer = await read_offer(request)
-    check_capacity(len(services.resources), services.config.max_sessions)
-    ears = _Ears(services.resources)
+    resources.check_capacity()
+    ears = _Ears(resources)
     agent = ViewerAgent(services.context, ears, via="whep", server_offers=False)
     try:
         await agent.join(room, token=bearer_token(request))
@@ -92,7 +92,7 @@ async def post(request: web.Request) -> web.Response:
         raise
     resource = Resource("whep", room, agent, offer)
     ears.resource = resource
-    services.resources.add(resource)
+    resources.add(resource)
     agent.log.info("WHEP session %s", resource.path)
     response = web.Response(
         status=201,
@@ -118,9 +118,7 @@ async def get(request: web.Request) -> web.Response:
 
 
 def _find(request: web.Request) -> Resource:
-    return request.app[SERVICES].resources.find(
-        "whep", request.match_info["room"], request.match_info["id"]
-    )
+    return request.app[RESOURCES].find("whep", request.match_info["room"], request.match_info["id"])
 
 
 async def subscribe_events(request: web.Request) -> web.Response:

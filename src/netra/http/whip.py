@@ -13,9 +13,9 @@ from aiohttp import web
 
 from netra.agents.publisher import PublisherAgent
 from netra.errors import NetraError
-from netra.http.limits import check_capacity
 from netra.http.offer import read_offer, room_id
 from netra.http.resource import (
+    RESOURCES,
     Resource,
     Resources,
     bearer_token,
@@ -65,13 +65,13 @@ class _Ears:
 
 
 async def post(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    services.rate_limit.take()
+    services, resources = request.app[SERVICES], request.app[RESOURCES]
+    resources.throttle()
     room = room_id(request)
     require_content_type(request, "application/sdp")
     offer = await read_offer(request)
-    check_capacity(len(services.resources), services.config.max_sessions)
-    ears = _Ears(services.resources)
+    resources.check_capacity()
+    ears = _Ears(resources)
     agent = PublisherAgent(services.context, ears, via="whip")
     try:
         await agent.join(room, token=bearer_token(request))
@@ -81,7 +81,7 @@ async def post(request: web.Request) -> web.Response:
         raise
     resource = Resource("whip", room, agent, offer)
     ears.resource = resource
-    services.resources.add(resource)
+    resources.add(resource)
     agent.log.info("WHIP session %s", resource.path)
     response = web.Response(
         status=201,
