@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -24,12 +23,10 @@ import av  # a missing PyAV fails this module: FFmpeg interop is a requirement, 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription, parse_h264_profile_level_id
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from netra.media import aiortc_private
+from netra.media import aiortc_private, dtls
 from netra.media.codecs import H264_PROFILE_LEVEL_IDS, h264_variant
 from netra.media.peer import Peer
 
@@ -266,18 +263,7 @@ async def test_ffmpeg_given_a_p256_certificate_needs_no_dtls_fix(tmp_path):
     """The client-side way round (README): FFmpeg's -cert_file/-key_file with a P-256
     certificate is accepted by any OpenSSL, including cryptography >= 47's."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "whip")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate = dtls.self_signed(key, "whip")
     cert_file, key_file = tmp_path / "whip.crt", tmp_path / "whip.key"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(

@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aiortc.rtcdtlstransport import RTCCertificate
@@ -122,20 +122,27 @@ def accepts_p224_certificates() -> bool:
 
 
 def _certificate(*, p224: bool) -> RTCCertificate:
-    import datetime
-
     from aiortc.rtcdtlstransport import RTCCertificate
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
     if not p224:
         return RTCCertificate.generateCertificate()
     key = ec.generate_private_key(ec.SECP224R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ffmpeg")])
+    return RTCCertificate(key=key, cert=self_signed(key, "ffmpeg"))
+
+
+def self_signed(key: Any, common_name: str) -> Any:
+    """A self-signed X.509 certificate for `key`, valid a day either side of now: what WebRTC
+    endpoints make for themselves (the SDP fingerprint, not a CA, vouches for it)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -145,4 +152,3 @@ def _certificate(*, p224: bool) -> RTCCertificate:
         .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-    return RTCCertificate(key=key, cert=cert)
