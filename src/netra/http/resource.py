@@ -151,14 +151,18 @@ def require_content_type(request: web.Request, expected: str) -> None:
         )
 
 
+def find_session(request: web.Request, kind: str) -> Resource:
+    """The session a /{kind}/{room}/{id}… URL names, or NotFound."""
+    match = request.match_info
+    return request.app[RESOURCES].find(kind, match["room"], match["id"])
+
+
 def session_routes(kind: str, on_delete: str) -> list[web.RouteDef]:
     """PATCH, DELETE, GET and OPTIONS on /{kind}/{room}/{id}."""
     path = f"/{kind}/{{room}}/{{id}}"
 
     def find(request: web.Request) -> Resource:
-        return request.app[RESOURCES].find(
-            kind, request.match_info["room"], request.match_info["id"]
-        )
+        return find_session(request, kind)
 
     async def patch(request: web.Request) -> web.Response:
         request.app[RESOURCES].throttle()

@@ -11,39 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 from aiohttp import web
 
 from netra.agents.viewer import ViewerAgent
-from netra.errors import NetraError, ProtocolError
-from netra.http.offer import read_offer, room_id
-from netra.http.resource import (
-    RESOURCES,
-    Resource,
-    Resources,
-    bearer_token,
-    link_ice_servers,
-    require_content_type,
-    session_routes,
-)
-from netra.rooms.participant import Participant
-from netra.rooms.room import Room
-from netra.services import SERVICES
-
-logger = logging.getLogger("netra.whep")
+from netra.errors import ProtocolError
+from netra.http.endpoint import SessionEars, endpoint_routes, open_session
+from netra.http.resource import RESOURCES, find_session, session_routes
 
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 EVENTS = ("active", "inactive", "viewercount")
 SSE_KEEPALIVE_SECONDS = 15.0
 
 
-class _Ears:
-    """The WHEP session's AgentListener: room news becomes server-sent events."""
-
-    def __init__(self, resources: Resources) -> None:
-        self._resources = resources
-        self.resource: Resource | None = None
+class _Ears(SessionEars):
+    """Room news becomes server-sent events."""
 
     def stream_started(self) -> None:
         if self.resource is not None:
@@ -52,78 +34,33 @@ class _Ears:
     def stream_ended(self, reason: str) -> None:
         if self.resource is not None:
             self.resource.emit("inactive", {"reason": reason})
-            self._resources.close_soon(self.resource, "stream-ended")
+        self.end_session("stream-ended")
 
     def viewers_changed(self, count: int) -> None:
         if self.resource is not None:
             self.resource.emit("viewercount", {"viewercount": count})
 
     def peer_lost(self) -> None:
-        if self.resource is not None:
-            self._resources.close_soon(self.resource, "viewer-failed")
-
-    def joined(self, room: Room, participant: Participant) -> None:
-        pass
-
-    def offer(self, sdp: str) -> None:
-        pass
-
-    def replaced(self) -> None:
-        pass
-
-    def failed(self, error: NetraError) -> None:
-        logger.info("whep session: %s %s", error.code, error.message)
+        self.end_session("viewer-failed")
 
 
 async def post(request: web.Request) -> web.Response:
-    services, resources = request.app[SERVICES], request.app[RESOURCES]
-    resources.throttle()
-    room = room_id(request)
-    require_content_type(request, "application/sdp")
-    offer = await read_offer(request)
-    resources.check_capacity()
-    ears = _Ears(resources)
-    agent = ViewerAgent(services.context, ears, via="whep", server_offers=False)
-    try:
-        await agent.join(room, token=bearer_token(request))
-        answer = await agent.answer(offer)
-    except BaseException:
-        await agent.close("refused")
-        raise
-    resource = Resource("whep", room, agent, offer)
-    ears.resource = resource
-    resources.add(resource)
-    agent.log.info("WHEP session %s", resource.path)
-    response = web.Response(
-        status=201,
-        text=answer,
-        content_type="application/sdp",
-        headers={"Location": resource.path, "ETag": resource.etag},
+    resource, response = await open_session(
+        request,
+        "whep",
+        _Ears(request.app[RESOURCES]),
+        lambda context, ears: ViewerAgent(context, ears, via="whep", server_offers=False),
+        ViewerAgent.answer,
     )
-    for link in link_ice_servers(request):
-        response.headers.add("Link", link)
     response.headers.add(
         "Link", f'<{resource.path}/events>; rel="{SSE_REL}"; events="{",".join(EVENTS)}"'
     )
     return response
 
 
-async def options(request: web.Request) -> web.Response:
-    return web.Response(status=200, headers={"Accept-Post": "application/sdp"})
-
-
-async def get(request: web.Request) -> web.Response:
-    room_id(request)
-    return web.Response(status=204)
-
-
-def _find(request: web.Request) -> Resource:
-    return request.app[RESOURCES].find("whep", request.match_info["room"], request.match_info["id"])
-
-
 async def subscribe_events(request: web.Request) -> web.Response:
     """The player names the events it wants (a JSON array); 201 with where to read them."""
-    resource = _find(request)
+    resource = find_session(request, "whep")
     try:
         wanted = json.loads(await request.text() or "[]")
     except ValueError:
@@ -139,7 +76,7 @@ async def subscribe_events(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    resource = _find(request)
+    resource = find_session(request, "whep")
     agent = resource.agent
     queue = resource.subscribe()
     response = web.StreamResponse(
@@ -171,12 +108,14 @@ async def _send(response: web.StreamResponse, event: str, data: dict[str, object
     await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
 
+async def events_options(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
 routes = [
-    web.post("/whep/{room}", post),
-    web.options("/whep/{room}", options),
-    web.get("/whep/{room}", get, allow_head=False),
+    *endpoint_routes("whep", post),
     *session_routes("whep", on_delete="viewer-left"),
     web.post("/whep/{room}/{id}/events", subscribe_events),
     web.get("/whep/{room}/{id}/events", events, allow_head=False),
-    web.options("/whep/{room}/{id}/events", options),
+    web.options("/whep/{room}/{id}/events", events_options),
 ]
