@@ -163,10 +163,59 @@ const FINAL_CLOSE_CODES = new Map([
 
 const WS_OPEN = 1;
 
-export class NetraClient extends EventTarget {
+/**
+ * What every page client is to the page (ui.js bindPage): a state word with its reason, the
+ * first time of each milestone, and events (`statechange`, `viewers`, `peerconnection`,
+ * `track`, …). NetraClient (the WebSocket protocol) and WhepClient (whep.js) extend it.
+ */
+export class PageClient extends EventTarget {
+  /** @param {State} state  the state before anything happened */
+  constructor(state) {
+    super();
+    /** @type {State} */
+    this.state = state;
+    /** @type {string} */
+    this.reason = "init";
+    /** @type {Record<string, number>} first performance.now() of each milestone */
+    this.marks = {};
+  }
+
+  /**
+   * @param {State} state
+   * @param {string} reason
+   * @param {string} [message]
+   */
+  _setState(state, reason, message) {
+    if (state === this.state && reason === this.reason) return;
+    const previous = this.state;
+    this.state = state;
+    this.reason = reason;
+    /** @type {StateChange} */
+    const change = { state, previous, reason, at: performance.now() };
+    if (message) change.message = message;
+    this._emit("statechange", change);
+  }
+
+  /** @param {string} name */
+  _mark(name) {
+    if (!(name in this.marks)) this.marks[name] = performance.now();
+  }
+
+  /**
+   * @param {string} type
+   * @param {unknown} detail
+   */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+export class NetraClient extends PageClient {
   /** @param {ClientOptions} options */
   constructor(options) {
-    super();
+    // A streamer is `waiting` until it goes live; a viewer is `connecting` until it has joined
+    // and knows whether there is a stream.
+    super(options.role === "streamer" ? "waiting" : "connecting");
     this.url = options.url;
     this.roomId = options.roomId;
     /** @type {Role} */
@@ -178,19 +227,11 @@ export class NetraClient extends EventTarget {
     this.openTimeout = options.openTimeout ?? 10_000;
     this.disconnectedGrace = options.disconnectedGrace ?? 8_000;
 
-    // A streamer is `waiting` until it goes live; a viewer is `connecting` until it has joined
-    // and knows whether there is a stream.
-    /** @type {State} */
-    this.state = this.role === "streamer" ? "waiting" : "connecting";
-    /** @type {string} */
-    this.reason = "init";
     /** @type {string | null} */
     this.clientId = null;
     this.viewerCount = 0;
     /** Whether the room had a live stream at our last `joined`. */
     this.roomLive = false;
-    /** @type {Record<string, number>} first performance.now() of each milestone */
-    this.marks = {};
     /** Milliseconds of the last ping round trip on the WebSocket, or null. @type {number | null} */
     this.signalingRtt = null;
 
@@ -764,37 +805,6 @@ export class NetraClient extends EventTarget {
       this._closePc();
       this._setState("error", "offer-rejected", errorText(error));
     }
-  }
-
-  // ---- helpers ----------------------------------------------------------------------------
-
-  /**
-   * @param {State} state
-   * @param {string} reason
-   * @param {string} [message]
-   */
-  _setState(state, reason, message) {
-    if (state === this.state && reason === this.reason) return;
-    const previous = this.state;
-    this.state = state;
-    this.reason = reason;
-    /** @type {StateChange} */
-    const change = { state, previous, reason, at: performance.now() };
-    if (message) change.message = message;
-    this._emit("statechange", change);
-  }
-
-  /** @param {string} name */
-  _mark(name) {
-    if (!(name in this.marks)) this.marks[name] = performance.now();
-  }
-
-  /**
-   * @param {string} type
-   * @param {unknown} detail
-   */
-  _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
 

@@ -14,7 +14,7 @@
 
 import { StatsSampler, Timeline } from "/static/stats.js";
 
-/** @typedef {import("/static/protocol.js").NetraClient} NetraClient */
+/** @typedef {import("/static/protocol.js").PageClient} PageClient */
 /** @typedef {import("/static/protocol.js").State} State */
 /** @typedef {import("/static/stats.js").StatsSample} StatsSample */
 
@@ -133,7 +133,7 @@ function addDebugPanel() {
 
 /**
  * Bind a client to the shared page parts and start the debug panel.
- * @param {NetraClient} client
+ * @param {PageClient} client
  * @param {Record<State, string>} labels  the text shown for each state word
  * @param {HTMLVideoElement | null} video  the page's main video, whose frames are counted
  */

@@ -89,7 +89,7 @@ function start(room) {
     ? new WhepClient({ endpoint: `/whep/${encodeURIComponent(room)}`, token })
     : new NetraClient({ url: signalingUrl(location), roomId: room, role: "viewer", token });
   document.body.dataset.via = viaWhep ? "whep" : "ws";
-  const { timeline } = bindPage(/** @type {NetraClient} */ (client), LABELS, video);
+  const { timeline } = bindPage(client, LABELS, video);
   const sound = bindSound(timeline);
 
   client.addEventListener("track", (event) => {

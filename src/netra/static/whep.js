@@ -8,7 +8,7 @@
  * failed connection is re-POSTed with back-off. 401, 403 and 422 are final. No DOM here.
  */
 
-import { backoffDelay } from "/static/protocol.js";
+import { PageClient, backoffDelay } from "/static/protocol.js";
 
 const SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events";
 const GATHER_TIMEOUT_MS = 2000;
@@ -21,20 +21,15 @@ const GATHER_TIMEOUT_MS = 2000;
  * @property {number} [backoffMax]  ms (3 000)
  */
 
-export class WhepClient extends EventTarget {
+export class WhepClient extends PageClient {
   /** @param {WhepOptions} options */
   constructor(options) {
-    super();
+    super("connecting");
     this.endpoint = options.endpoint;
     this.token = options.token ?? null;
     this.backoffBase = options.backoffBase ?? 500;
     this.backoffMax = options.backoffMax ?? 3000;
     this.role = "viewer";
-    /** @type {import("/static/protocol.js").State} */
-    this.state = "connecting";
-    this.reason = "init";
-    /** @type {Record<string, number>} */
-    this.marks = {};
     /** @type {RTCPeerConnection | null} */
     this.pc = null;
     /** @type {string | null} the session URL while there is one */
@@ -184,28 +179,6 @@ export class WhepClient extends EventTarget {
   /** @returns {Record<string, string>} */
   _auth() {
     return this.token ? { Authorization: `Bearer ${this.token}` } : {};
-  }
-
-  /** @param {import("/static/protocol.js").State} state @param {string} reason @param {string} [message] */
-  _setState(state, reason, message) {
-    if (state === this.state && reason === this.reason) return;
-    const previous = this.state;
-    this.state = state;
-    this.reason = reason;
-    /** @type {import("/static/protocol.js").StateChange} */
-    const change = { state, previous, reason, at: performance.now() };
-    if (message) change.message = message;
-    this._emit("statechange", change);
-  }
-
-  /** @param {string} name */
-  _mark(name) {
-    if (!(name in this.marks)) this.marks[name] = performance.now();
-  }
-
-  /** @param {string} type @param {unknown} detail */
-  _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
 
