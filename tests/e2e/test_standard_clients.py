@@ -263,6 +263,19 @@ async def stop_and_check_delete(tab: Tab, stop: str, post: dict[str, Any]) -> No
     )
 
 
+async def whipclient_publishing(
+    netra: NetraServer, pages: Pages, client_site: str, room: str
+) -> tuple[Tab, dict[str, Any]]:
+    """whip-whep's WHIPClient publishing the fake camera into `room`, and its POST."""
+    publisher = await open_client(
+        pages, client_site, "whip-publish.html",
+        endpoint=f"{netra.base_url}/whip/{room}", token=netra.token(room, "publish"),
+    )  # fmt: skip
+    post = await session_created(publisher, "whip", room, SIGNALED_WITHIN)
+    await wait_kit(publisher, "published", SIGNALED_WITHIN)
+    return publisher, post
+
+
 # --- the tests ---------------------------------------------------------------------------------
 
 
@@ -270,12 +283,7 @@ async def test_whip_whep_whipclient_publishes_and_a_netra_viewer_decodes(
     netra: NetraServer, pages: Pages, client_site: str
 ) -> None:
     room = new_room()
-    publisher = await open_client(
-        pages, client_site, "whip-publish.html",
-        endpoint=f"{netra.base_url}/whip/{room}", token=netra.token(room, "publish"),
-    )  # fmt: skip
-    post = await session_created(publisher, "whip", room, SIGNALED_WITHIN)
-    await wait_kit(publisher, "published", SIGNALED_WITHIN)
+    publisher, post = await whipclient_publishing(netra, pages, client_site, room)
 
     viewer = await pages.open(f"/watch/{room}")
     await wait_playing(viewer, "the Netra viewer", PLAYING_WITHIN)
@@ -323,12 +331,7 @@ async def test_eyevinn_webrtc_player_plays_a_stream_from_whipclient(
     netra: NetraServer, pages: Pages, client_site: str
 ) -> None:
     room = new_room()
-    publisher = await open_client(
-        pages, client_site, "whip-publish.html",
-        endpoint=f"{netra.base_url}/whip/{room}", token=netra.token(room, "publish"),
-    )  # fmt: skip
-    await session_created(publisher, "whip", room, SIGNALED_WITHIN)
-    await wait_kit(publisher, "published", SIGNALED_WITHIN)
+    publisher, _ = await whipclient_publishing(netra, pages, client_site, room)
 
     player = await open_client(
         pages, client_site, "eyevinn-play.html", endpoint=f"{netra.base_url}/whep/{room}"

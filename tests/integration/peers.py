@@ -95,6 +95,17 @@ def peer_configuration() -> RTCConfiguration:
 # --- signaling ------------------------------------------------------------------------------
 
 
+async def stop_reader(reader: asyncio.Task[None], grace: float = 2.0) -> None:
+    """Let a reader task end by itself once its connection is closed; cancel it after
+    `grace` seconds."""
+    try:
+        await asyncio.wait_for(asyncio.shield(reader), grace)
+    except TimeoutError:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
 class Signaling:
     """One client WebSocket to the server's /ws."""
 
@@ -169,12 +180,7 @@ class Signaling:
     async def close(self) -> None:
         """Close the socket (code 1000) and the session; idempotent."""
         await self._ws.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
-        except TimeoutError:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await stop_reader(self._reader)
         await self._session.close()
 
 

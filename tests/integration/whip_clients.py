@@ -47,7 +47,7 @@ from yarl import URL
 from netra.app import create_app
 from netra.config import Config
 
-from .peers import DEFAULT_TIMEOUT, TEST_SECRET, Changes, Reception, WaitTimeout
+from .peers import DEFAULT_TIMEOUT, TEST_SECRET, Changes, Reception, WaitTimeout, stop_reader
 from .peers import token as test_token
 from .peers import wait_connected as wait_pc_connected
 from .tracks import TestPatternTrack, ToneTrack
@@ -587,12 +587,7 @@ class EventStream:
 
     async def close(self) -> None:
         self.response.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
-        except TimeoutError:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await stop_reader(self._reader)
 
 
 # --- the clients of one test --------------------------------------------------------------------
