@@ -15,7 +15,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from aiortc import RTCIceServer
 
@@ -233,6 +233,8 @@ class Agent:
         await self.peer.add_candidate(candidate, sdp_mid, sdp_mline_index)
 
     def _had_peer(self) -> bool:
+        """Whether this agent had a peer connection that has since closed: late trickle and
+        answers for it are moot. A streamer's candidates always follow its offer."""
         return False
 
     async def _close_peer(self) -> None:
@@ -249,8 +251,10 @@ class Agent:
         self._post(lambda: self._on_stream_ended(reason))
 
     def viewers_changed(self, count: int) -> None:
-        listener = self._listener
-        self._post(lambda: _call_sync(listener.viewers_changed, count))
+        async def tell() -> None:
+            self._listener.viewers_changed(count)
+
+        self._post(tell)
 
     def replaced(self) -> None:
         """The registry already removed our participant."""
@@ -270,14 +274,3 @@ class Agent:
         self.closed = True
         self._inbox.put_nowait(None)
         self._listener.replaced()
-
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "id": self.client_id,
-            "via": self.via,
-            "peer": None if self.peer is None else self.peer.state,
-        }
-
-
-async def _call_sync(function: Callable[..., Any], *args: Any) -> None:
-    function(*args)

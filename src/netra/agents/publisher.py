@@ -34,9 +34,6 @@ class PublisherAgent(Agent):
         )
         return answer
 
-    def _had_peer(self) -> bool:
-        return False  # a streamer's candidates always follow its offer
-
     async def _on_peer_state(self, peer: Peer, state: str) -> None:
         room, participant = self.room, self.participant
         assert room is not None and participant is not None
