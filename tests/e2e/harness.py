@@ -496,6 +496,14 @@ class SignalingTap:
         await _close(tapped.server_end, 1000, "dropped by the test")
 
 
+async def tapped_tab(pages: Pages, path: str, tap: SignalingTap) -> Tab:
+    """A page whose signaling goes through `tap` from its first frame."""
+    tab = await pages.new_tab()
+    await tap.attach(tab)
+    await tab.goto(path)
+    return tab
+
+
 async def _close(end: WebSocketRoute, code: int | None, reason: str | None) -> None:
     try:
         if code is None or code == 1005:

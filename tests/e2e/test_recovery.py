@@ -22,6 +22,7 @@ from .harness import (
     holds,
     new_room,
     states_seen,
+    tapped_tab,
     wait_state,
     wait_until,
     wait_video_size,
@@ -37,13 +38,6 @@ PLAYS_OFFER = """(offers) => {
   return got >= offers && document.body.dataset.state === 'live'
     && v.videoWidth > 0 && !v.paused;
 }"""
-
-
-async def tapped_tab(pages: Pages, path: str, tap: SignalingTap) -> Tab:
-    tab = await pages.new_tab()
-    await tap.attach(tab)
-    await tab.goto(path)
-    return tab
 
 
 async def assert_never_in_error(tab: Tab) -> None:

@@ -10,14 +10,18 @@ import pytest
 
 from .harness import (
     OUTPUT,
+    Message,
     NetraServer,
     Pages,
+    SignalingTap,
     Tab,
+    TappedSocket,
     assert_frames_advance,
     describe,
     go_live,
     new_room,
     remaining,
+    tapped_tab,
     wait_state,
     wait_until,
     wait_video_size,
@@ -304,3 +308,24 @@ async def test_a_browser_is_told_by_name_which_offered_codec_it_cannot_decode(
         "h264": [],
         "unknown": ["video/XV1 (profile-level-id=640c1f)"],
     }, missing
+
+
+async def test_a_viewer_offered_a_codec_its_browser_cannot_decode_is_told_which(
+    netra: NetraServer, pages: Pages
+) -> None:
+    room = new_room()
+
+    def rename_vp8(_: TappedSocket, message: Message) -> Message:
+        # A codec no browser has, in place of what the streamer sends.
+        if message["type"] == "offer":
+            return {**message, "sdp": message["sdp"].replace("VP8/90000", "XV1/90000")}
+        return message
+
+    viewer = await tapped_tab(pages, f"/watch/{room}", SignalingTap(down=rename_vp8))
+    await wait_state(viewer, "waiting", timeout=10, joined=True)
+    streamer = await pages.open(pages.streamer_path(room))
+    await go_live(streamer)
+
+    await wait_state(viewer, "error", timeout=10)
+    error = await viewer.page.text_content("[data-role=error]")
+    assert error == "unsupported-codec: this browser cannot decode video/XV1", error
