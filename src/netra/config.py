@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -133,6 +133,34 @@ class Config(BaseSettings):
         str | None,
         Flag("base URL users reach Netra at, for printed links", "URL", default="http://HOST:PORT"),
     ] = None
+    # A client whose WebSocket drops keeps its session (peer, publication, subscriptions) this
+    # long, so that it can resume on a new socket; 0 ends it with the socket.
+    grace_period: Annotated[
+        float,
+        Field(ge=0),
+        Flag("seconds a client's session outlives its dropped WebSocket", "SECONDS"),
+    ] = 30.0
+    # aiohttp pings after this much silence and drops a client that does not answer within
+    # half of it: a half-open client is noticed within 1.5 × heartbeat.
+    heartbeat: Annotated[
+        float, Field(gt=0), Flag("seconds of WebSocket silence before the server pings", "SECONDS")
+    ] = 10.0
+    max_rooms: Annotated[int, Field(ge=1), Flag("rooms open at once", "N")] = 1000
+    max_viewers_per_room: Annotated[int, Field(ge=1), Flag("viewers in one room", "N")] = 1000
+    max_connections_per_address: Annotated[
+        int, Field(ge=1), Flag("WebSocket connections from one client address", "N")
+    ] = 50
+    message_rate: Annotated[
+        float,
+        Field(gt=0),
+        Flag("WebSocket messages per second per connection (bursts of twice that)", "PER_SECOND"),
+    ] = 20.0
+    join_rate: Annotated[
+        int, Field(ge=1), Flag("join attempts per client address per minute", "N")
+    ] = 60
+    log_format: Annotated[
+        Literal["text", "json"], Flag("text, or json: one JSON object per line", "FORMAT")
+    ] = "text"
 
     @property
     def base_url(self) -> str:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from aiortc import RTCIceServer
@@ -41,6 +42,9 @@ class AgentContext:
     rooms: RoomRegistry
     ice_servers: list[RTCIceServer]
     authority: Authority
+    # Things that happened, by name ("resumes", "stalls", "error:<code>", …): plain counts
+    # that the metrics collector reads at scrape time.
+    events: Counter[str] = field(default_factory=Counter)
 
 
 class AgentListener(Protocol):
