@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from netra.http.limits import RateLimit
 from netra.http.problem import problems
 from netra.http.resource import RESOURCES, Resources, bearer_token
 from netra.media import aiortc_private, dtls
+from netra.memory import configure_gc
 from netra.observability.access_log import AccessLogger
 from netra.rooms.registry import RoomRegistry
 from netra.services import SERVICES, Services
@@ -124,9 +124,5 @@ def run(config: Config, secret: str | None = None) -> None:
     else:
         uvloop.install()  # fan-out.md: +20-50 % viewers per core for packet forwarding
     app = create_app(config, secret)
-    # Full garbage collections scan every live object and stall the fan-out for 100-300 ms
-    # with a few hundred viewers (docs/benchmarks.md): leave what start-up made out of them,
-    # and run them a tenth as often. The forwarding path allocates no tracked objects.
-    gc.freeze()
-    gc.set_threshold(700, 10, 100)
+    configure_gc()
     web.run_app(app, host=config.host, port=config.port, print=None, access_log_class=AccessLogger)
