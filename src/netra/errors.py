@@ -41,7 +41,8 @@ class ProtocolError(NetraError):
 
 class UserError(NetraError):
     """A well-formed request the server cannot satisfy: streamer-exists, negotiation-failed,
-    unsupported-codec, not-live, over-capacity, rate-limited, ice-restart-unsupported."""
+    unsupported-codec, not-live, over-capacity, rate-limited, ice-restart-unsupported,
+    room-full, too-many-rooms, too-many-joins, too-many-connections."""
 
 
 class NotAuthorised(NetraError):
@@ -88,7 +89,11 @@ HTTP_STATUS: dict[str, int] = {
     "precondition-failed": 412,
     "precondition-required": 428,
     "rate-limited": 429,
+    "too-many-joins": 429,
+    "too-many-connections": 429,
     "over-capacity": 503,
+    "room-full": 503,
+    "too-many-rooms": 503,
     "internal-error": 500,
 }
 
@@ -97,5 +102,7 @@ REPLACED_CLOSE_CODE = 4001
 WS_CLOSE_CODE: dict[str, int] = {
     "too-many-errors": 1008,
     "not-reading": 1008,
+    "rate-limited": 1008,
+    "too-many-connections": 1008,
     "replaced": REPLACED_CLOSE_CODE,
 }

@@ -36,11 +36,17 @@ class Server:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[Server]:
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
+    """`@pytest.mark.server_config(grace_period=1.0, …)` sets Config fields for one test."""
     tasks_before = asyncio.all_tasks()
     threads_before = set(threading.enumerate())
+    marker = request.node.get_closest_marker("server_config")
     config = Config(
-        host="127.0.0.1", port=0, candidate_addresses=("127.0.0.1",), auth_secret=TEST_SECRET
+        host="127.0.0.1",
+        port=0,
+        candidate_addresses=("127.0.0.1",),
+        auth_secret=TEST_SECRET,
+        **(marker.kwargs if marker else {}),
     )
     app = create_app(config)
     runner = web.AppRunner(app)

@@ -109,7 +109,10 @@ async def stop_reader(reader: asyncio.Task[None], grace: float = 2.0) -> None:
 class Signaling:
     """One client WebSocket to the server's /ws."""
 
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(
+        self, url: str, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse
+    ) -> None:
+        self.url = url
         self._session = session
         self._ws = ws
         self.messages: list[dict[str, Any]] = []
@@ -129,7 +132,7 @@ class Signaling:
         except BaseException:
             await session.close()
             raise
-        return cls(session, ws)
+        return cls(url, session, ws)
 
     async def _read(self) -> None:
         try:
@@ -177,8 +180,23 @@ class Signaling:
         )
         return self.close_code
 
-    async def close(self) -> None:
-        """Close the socket (code 1000) and the session; idempotent."""
+    async def reconnect(self, join: dict[str, Any]) -> tuple[Signaling, dict[str, Any]]:
+        """A new socket for this client, which sends `join` with the resume key of this one's
+        last `joined`; this socket is closed without a `leave` if still open. The new
+        socket's `joined`, and the new socket."""
+        key = self.of_type("joined")[-1]["resumeKey"]
+        await self.close(leave=False)
+        fresh = await Signaling.connect(self.url)
+        await fresh.send({**join, "resumeKey": key})
+        return fresh, await fresh.next_message("joined")
+
+    async def close(self, *, leave: bool = True) -> None:
+        """Close the socket (code 1000) and the session; idempotent. With `leave`, a joined
+        client says it is done first, as a well-behaved client does; without, the server
+        keeps its session for the grace period as for any socket that drops."""
+        if leave and not self._ws.closed and self.of_type("joined"):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.send({"type": "leave"})
         await self._ws.close()
         await stop_reader(self._reader)
         await self._session.close()
@@ -213,12 +231,18 @@ class Publisher:
         self.sent = SendTap()  # what the current peer connection sent
         self.payload_types: dict[int, PayloadType] = {}
 
+    def _join_message(self) -> dict[str, Any]:
+        return {"type": "join", "roomId": self.room_id, "role": "streamer",
+                "token": token(self.room_id, publish=True)}  # fmt: skip
+
     async def join(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        await self.signaling.send(
-            {"type": "join", "roomId": self.room_id, "role": "streamer",
-             "token": token(self.room_id, publish=True)}
-        )  # fmt: skip
+        await self.signaling.send(self._join_message())
         return await self.signaling.next_message("joined", timeout)
+
+    async def resume(self) -> dict[str, Any]:
+        """Come back on a new socket with the resume key; the peer connection stays."""
+        self.signaling, joined = await self.signaling.reconnect(self._join_message())
+        return joined
 
     async def publish(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Offer both tracks, send end-of-candidates, apply the answer."""
@@ -275,6 +299,25 @@ class Publisher:
             await self.pc.close()
         self.pc = None
 
+    def pause_media(self, paused: bool = True) -> None:
+        """Stop (or restart) the tracks' frames while the peer connection stays up: no RTP,
+        RTCP goes on, as from a publisher whose camera was unplugged."""
+        for track in (self.video, self.audio):
+            if track is not None:
+                (track.flowing.clear if paused else track.flowing.set)()
+
+    def go_silent(self) -> None:
+        """Send nothing more at all (RTP, RTCP, DTLS), as a publisher whose process was
+        killed or whose network vanished: its ICE transport swallows every datagram."""
+        assert self.pc is not None, "publish() first"
+
+        async def swallow(data: bytes) -> None:
+            pass
+
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.sender.transport is not None:
+                transceiver.sender.transport.transport._send = swallow  # type: ignore[method-assign]
+
     async def wait_closed_by_server(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """The server closed its end of our peer connection (DTLS close_notify), so aiortc
         closed ours."""
@@ -283,9 +326,9 @@ class Publisher:
         await wait_pc_state(pc, "closed", timeout, "publisher")
 
     async def drop_signaling(self) -> None:
-        """Close only the WebSocket, as a lost network or a closed tab would; the peer
-        connection stays up until the server closes it."""
-        await self.signaling.close()
+        """Close only the WebSocket, without a `leave`, as a lost network would; the peer
+        connection stays up."""
+        await self.signaling.close(leave=False)
 
     async def close(self) -> None:
         await self.stop_media()
@@ -496,6 +539,13 @@ class Viewer:
     async def join(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         await self.signaling.send({"type": "join", "roomId": self.room_id, "role": "viewer"})
         return await self.signaling.next_message("joined", timeout)
+
+    async def resume(self) -> dict[str, Any]:
+        """Come back on a new socket with the resume key; the peer connection stays."""
+        self.signaling, joined = await self.signaling.reconnect(
+            {"type": "join", "roomId": self.room_id, "role": "viewer"}
+        )
+        return joined
 
     async def accept_offer(self, timeout: float = DEFAULT_TIMEOUT) -> Reception:
         """Wait for the server's next offer and answer it with a new peer connection."""

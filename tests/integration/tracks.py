@@ -41,8 +41,12 @@ class TestPatternTrack(VideoStreamTrack):
         self.frames_sent = 0
         self._background = np.empty((height, width, 3), dtype=np.uint8)
         self._background[:, :] = colour
+        # Cleared: no frame comes (a camera unplugged, an encoder stalled), RTCP goes on.
+        self.flowing = asyncio.Event()
+        self.flowing.set()
 
     async def recv(self) -> VideoFrame:
+        await self.flowing.wait()
         pts, time_base = await self.next_timestamp()
         pixels = render_pattern(self._background, self.frames_sent)
         frame = VideoFrame.from_ndarray(pixels, format="rgb24")
@@ -120,10 +124,15 @@ class ToneTrack(MediaStreamTrack):
         self.frames_sent = 0
         self._start: float | None = None
         self._pts = 0
+        self.flowing = asyncio.Event()  # as TestPatternTrack's
+        self.flowing.set()
 
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if not self.flowing.is_set():
+            await self.flowing.wait()
+            self._start, self._pts = None, 0  # a tone that starts again, not a burst
         if self._start is None:
             self._start = time.time()
         else:

@@ -71,7 +71,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def send(publication: Publication, seq: int, payload: bytes) -> None:
     packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000, ssrc=7)
     packet.payload = payload
-    publication._on_packet(packet)
+    publication._feed.packet(packet)
 
 
 async def test_a_joiner_after_a_fresh_keyframe_is_replayed_it_without_a_new_request(

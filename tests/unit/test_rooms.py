@@ -18,22 +18,41 @@ class Listener:
     def viewers_changed(self, count):
         self.events.append(("viewers", count))
 
-    def replaced(self):
-        self.events.append(("replaced",))
+    def stream_stalled(self, reason):
+        self.events.append(("stalled", reason))
+
+    def stream_resumed(self):
+        self.events.append(("resumed",))
+
+
+class Codec:
+    def __init__(self, mime_type="video/VP8"):
+        self.mimeType = mime_type
+        self.clockRate = 90000
+        self.parameters = {}
 
 
 class FakePublication:
-    kind = "video"
+    """What the Room asks of a Publication: its kind and codec, adopt and close."""
 
-    class codec:
-        mimeType = "video/VP8"
+    def __init__(self, kind="video", mime_type="video/VP8"):
+        self.kind = kind
+        self.codec = Codec(mime_type)
+        self.adopted = []
+        self.closed = False
+
+    def adopt(self, other):
+        self.adopted.append(other)
+
+    def close(self):
+        self.closed = True
 
     def snapshot(self):
         return {}
 
 
-def participant(client_id, role, resume_key=""):
-    return Participant(client_id, role, Listener(), resume_key=resume_key)
+def participant(client_id, role):
+    return Participant(client_id, role, Listener())
 
 
 def test_a_room_is_created_on_first_join_and_dropped_when_empty():
@@ -67,29 +86,68 @@ def test_a_refused_join_does_not_leave_an_empty_room_behind(monkeypatch):
     assert rooms.get("r") is None and len(rooms) == 0
 
 
-def test_a_rejoin_with_the_resume_key_replaces_the_old_streamer_at_once():
+def test_a_room_past_its_viewer_limit_refuses_with_room_full():
+    rooms = RoomRegistry(max_viewers_per_room=2)
+    for n in range(2):
+        rooms.join("r", participant(f"v{n}", Role.VIEWER))
+    with pytest.raises(UserError) as info:
+        rooms.join("r", participant("v2", Role.VIEWER))
+    assert info.value.code == "room-full" and info.value.retry_after
+    rooms.join("r", participant("s", Role.STREAMER))  # the streamer is not a viewer
+
+
+def test_a_server_past_its_room_limit_refuses_a_new_room_but_not_an_open_one():
+    rooms = RoomRegistry(max_rooms=1)
+    rooms.join("a", participant("v1", Role.VIEWER))
+    with pytest.raises(UserError) as info:
+        rooms.join("b", participant("v2", Role.VIEWER))
+    assert info.value.code == "too-many-rooms" and rooms.get("b") is None
+    rooms.join("a", participant("v3", Role.VIEWER))
+
+
+def live_room():
     rooms = RoomRegistry()
-    old = participant("s1", Role.STREAMER, resume_key="k1")
-    viewer = participant("v", Role.VIEWER)
-    room = rooms.join("r", old)
+    streamer, viewer = participant("s", Role.STREAMER), participant("v", Role.VIEWER)
+    room = rooms.join("r", streamer)
     rooms.join("r", viewer)
-    room.start_stream(old, [FakePublication()])
-    new = participant("s2", Role.STREAMER, resume_key="k2")
-    assert rooms.join("r", new, resume_key="k1") is room
-    assert room.streamer is new and not room.live
-    assert ("replaced",) in old.listener.events
-    assert ("ended", "streamer-disconnected") in viewer.listener.events
+    first = [FakePublication("audio", "audio/opus"), FakePublication()]
+    room.start_stream(streamer, first)
+    viewer.listener.events.clear()
+    return room, streamer, viewer, first
 
 
-def test_a_wrong_resume_key_or_role_replaces_nobody():
-    rooms = RoomRegistry()
-    streamer = participant("s1", Role.STREAMER, resume_key="k1")
-    rooms.join("r", streamer)
-    with pytest.raises(UserError):
-        rooms.join("r", participant("s2", Role.STREAMER), resume_key="guess")
-    rooms.join("r", participant("v", Role.VIEWER), resume_key="k1")  # a viewer cannot take it
-    assert rooms.get("r").streamer is streamer
-    assert ("replaced",) not in streamer.listener.events
+def test_a_streamer_reconnecting_in_the_same_codecs_carries_the_stream_on():
+    room, streamer, viewer, first = live_room()
+    room.stall_stream(streamer, "streamer-reconnecting")
+    again = [FakePublication(), FakePublication("audio", "audio/opus")]  # another order
+    room.start_stream(streamer, again)
+    assert room.publications == tuple(first)  # what viewers subscribe to stays
+    assert first[0].adopted == [again[1]] and first[1].adopted == [again[0]]
+    room.resume_stream(streamer)
+    assert viewer.listener.events == [("stalled", "streamer-reconnecting"), ("resumed",)]
+
+
+def test_a_streamer_reconnecting_in_another_codec_offers_the_stream_again():
+    room, streamer, viewer, first = live_room()
+    again = [FakePublication("audio", "audio/opus"), FakePublication("video", "video/H264")]
+    room.start_stream(streamer, again)
+    assert room.publications == tuple(again) and all(p.closed for p in first)
+    assert viewer.listener.events == [("started", "r")]  # not ended: a new offer follows
+
+
+def test_stalls_are_told_once_per_reason_and_only_while_live():
+    room, streamer, viewer, _ = live_room()
+    room.stall_stream(streamer, "no-media")
+    room.stall_stream(streamer, "no-media")
+    room.stall_stream(viewer, "no-media")  # not the streamer: ignored
+    room.stall_stream(streamer, "streamer-reconnecting")
+    room.end_stream(streamer, "streamer-vanished")
+    room.stall_stream(streamer, "no-media")
+    assert viewer.listener.events == [
+        ("stalled", "no-media"),
+        ("stalled", "streamer-reconnecting"),
+        ("ended", "streamer-vanished"),
+    ]
 
 
 def test_everyone_hears_the_viewer_count_change():

@@ -62,12 +62,12 @@ class AgentListener(Protocol):
 
     def viewers_changed(self, count: int) -> None: ...
 
+    def stream_stalled(self, reason: str) -> None: ...
+
+    def stream_resumed(self) -> None: ...
+
     def peer_lost(self) -> None:
         """The peer connection failed and the agent will not renegotiate it by itself."""
-
-    def replaced(self) -> None:
-        """The same client joined again elsewhere (its resume key matched); the agent is
-        closed."""
 
     def failed(self, error: NetraError) -> None:
         """Something the agent did on its own (not asked by the adapter) failed."""
@@ -135,10 +135,8 @@ class Agent:
 
     # --- joining and leaving -----------------------------------------------------------------
 
-    async def join(
-        self, room_id: str, *, token: str | None = None, resume_key: str | None = None
-    ) -> Room:
-        return await self._call(lambda: self._join(room_id, token, resume_key))
+    async def join(self, room_id: str, *, token: str | None = None) -> Room:
+        return await self._call(lambda: self._join(room_id, token))
 
     def admit(self, room_id: str, token: str | None) -> Claims | None:
         """Publishing always needs a token with `publish` for the room; viewing needs one
@@ -150,7 +148,7 @@ class Agent:
             return authority.authorize(token, room_id, Grant.SUBSCRIBE)
         return None
 
-    async def _join(self, room_id: str, token: str | None, resume_key: str | None) -> Room:
+    async def _join(self, room_id: str, token: str | None) -> Room:
         if self.participant is not None:
             raise ProtocolError("already joined; send leave first", code="already-joined")
         claims = self.admit(room_id, token)
@@ -158,11 +156,10 @@ class Agent:
             self.client_id,
             self.role,
             listener=self,
-            resume_key=secrets.token_urlsafe(18),
             identity=claims.identity if claims else None,
             via=self.via,
         )
-        room = self.context.rooms.join(room_id, participant, resume_key=resume_key)
+        room = self.context.rooms.join(room_id, participant)
         self.room, self.participant = room, participant
         self.log.bind(room.id, participant.role)
         self.log.info("joined via %s (live=%s, viewers=%d)", self.via, room.live, len(room.viewers))
@@ -209,12 +206,16 @@ class Agent:
             announced_ip=config.announced_ip,
             on_state=lambda peer, state: self._post(lambda: self._peer_state(peer, state)),
         )
+        if self.participant is not None:
+            self.participant.peer = self.peer.state
         return self.peer
 
     async def _peer_state(self, peer: Peer, state: str) -> None:
         if peer is not self.peer:
             return  # a closed peer's late event
         self.log.info("peer connection %s", state)
+        if self.participant is not None:
+            self.participant.peer = state
         if self.room is not None and self.participant is not None:
             await self._on_peer_state(peer, state)
 
@@ -243,6 +244,8 @@ class Agent:
 
     async def _close_peer(self) -> None:
         peer, self.peer = self.peer, None
+        if self.participant is not None:
+            self.participant.peer = None
         if peer is not None:
             await peer.close()
 
@@ -260,21 +263,20 @@ class Agent:
 
         self._post(tell)
 
-    def replaced(self) -> None:
-        """The registry already removed our participant."""
-        self._post(self._on_replaced)
+    def stream_stalled(self, reason: str) -> None:
+        async def tell() -> None:
+            self._listener.stream_stalled(reason)
+
+        self._post(tell)
+
+    def stream_resumed(self) -> None:
+        async def tell() -> None:
+            self._listener.stream_resumed()
+
+        self._post(tell)
 
     async def _on_stream_started(self) -> None:
         pass
 
     async def _on_stream_ended(self, reason: str) -> None:
         self._listener.stream_ended(reason)
-
-    async def _on_replaced(self) -> None:
-        self.room = self.participant = None
-        self.log.info("replaced by a newer connection of the same client")
-        self.log.bind("-", "-")
-        await self._close_peer()
-        self.closed = True
-        self._inbox.put_nowait(None)
-        self._listener.replaced()

@@ -48,6 +48,8 @@ class ViewerAgent(Agent):
         self._awaiting_answer = True
         self._listener.offer(offer)
         self.log.info("offered the stream")
+        if room.stalled is not None:
+            self._listener.stream_stalled(room.stalled)
 
     async def accept_answer(self, sdp: str) -> None:
         await self._call(lambda: self._accept_answer(sdp))

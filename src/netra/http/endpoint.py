@@ -62,10 +62,13 @@ class SessionEars:
     def viewers_changed(self, count: int) -> None:
         pass
 
-    def peer_lost(self) -> None:
+    def stream_stalled(self, reason: str) -> None:
         pass
 
-    def replaced(self) -> None:
+    def stream_resumed(self) -> None:
+        pass
+
+    def peer_lost(self) -> None:
         pass
 
     def failed(self, error: NetraError) -> None:

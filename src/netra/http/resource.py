@@ -16,8 +16,8 @@ from aiohttp import web
 
 from netra.agents.agent import Agent
 from netra.errors import NotFound, ProtocolError, UserError
-from netra.http.limits import RateLimit, check_capacity
 from netra.http.sdpfrag import parse_fragment, session_ufrag, transport_mids
+from netra.limits import RateLimit, check_capacity
 from netra.services import SERVICES
 
 logger = logging.getLogger("netra.http")

@@ -16,11 +16,15 @@ from netra.http.resource import RESOURCES, session_routes
 
 
 class _Ears(SessionEars):
-    """A publisher over HTTP hears nothing but its own end."""
+    """A publisher over HTTP hears nothing but its own end. Its session is its one peer
+    connection: when that fails, or its stream ends, the encoder POSTs again."""
 
     def stream_ended(self, reason: str) -> None:
-        if reason == "streamer-failed":
-            self.end_session(reason)  # the peer connection failed: the encoder POSTs again
+        if reason in ("streamer-failed", "streamer-vanished"):  # not its own DELETE
+            self.end_session(reason)
+
+    def peer_lost(self) -> None:
+        self.end_session("streamer-failed")
 
 
 async def post(request: web.Request) -> web.Response:

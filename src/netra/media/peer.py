@@ -3,7 +3,7 @@
 A streamer's Peer accepts its offer and yields Publications; a viewer's Peer offers the
 Publications it subscribes to and accepts the viewer's answer. One negotiation at a time: the
 signaling session that owns a Peer calls it from its single loop. Closing is idempotent and
-closes the Peer's Subscriptions and Publications with it (docs/lifecycle.md).
+closes the Peer's Subscriptions with it; its Publications are the stream's (docs/lifecycle.md).
 """
 
 from __future__ import annotations
@@ -276,6 +276,6 @@ class Peer:
         self._connect_timer.cancel()
         for subscription in self.subscriptions:
             subscription.close()
-        for publication in self.publications:
-            publication.close()
+        # Publications are left alone: they belong to the room's stream, which may carry on
+        # from the streamer's next connection (Room.start_stream); the stream closes them.
         await self.pc.close()

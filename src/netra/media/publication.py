@@ -1,5 +1,9 @@
 """Publication: one track from the streamer, and its fan-out to Subscriptions.
 
+A Publication lives as long as the stream, not as long as one publisher connection: when the
+streamer reconnects, the Publication adopts the new connection's track (`adopt`) and maps its
+sequence numbers and timestamps onto its own, so that subscriptions carry on without a gap.
+
 Per incoming packet the work is: detect a keyframe start once, serialize once per group of
 subscriptions that share payload type, MID and header-extension ids, remember that template
 for retransmissions, then let each subscription patch its sequence number, timestamp and SSRC
@@ -33,6 +37,10 @@ KEYFRAME_REQUEST_INTERVAL = 0.5  # at most one PLI per publisher track per this 
 CATCH_UP_SECONDS = KEYFRAME_REQUEST_INTERVAL
 KEYFRAME_IN_FLIGHT = 0.25  # a keyframe asked for this recently is still on its way
 CATCH_UP_MAX_PACKETS = 512  # bound on one replay (0.5 s of 720p is ~150 packets)
+
+
+SEQ_MASK = 0xFFFF
+TS_MASK = 0xFFFFFFFF
 
 
 def abs_send_time(now: float) -> int:
@@ -91,6 +99,31 @@ class Group:
         return data
 
 
+class _Feed:
+    """What one publisher connection's track feeds: the Publication it was made for, or the
+    one that adopted it, or nothing once another connection took over."""
+
+    __slots__ = ("publication",)
+
+    def __init__(self, publication: Publication) -> None:
+        self.publication: Publication | None = publication
+
+    def packet(self, packet: RtpPacket) -> None:
+        # Called inside aiortc's receive path: an exception here would close the streamer's
+        # transport and end the stream for everyone, so none may leave.
+        publication = self.publication
+        if publication is None:
+            return
+        try:
+            publication._fan_out(packet)
+        except Exception:
+            publication.stats["forward_errors"] += 1
+
+    def rtcp(self, packet: Any) -> None:
+        if self.publication is not None:
+            self.publication._on_rtcp(packet)
+
+
 class Publication:
     """A track the streamer publishes; viewers subscribe to it."""
 
@@ -98,6 +131,12 @@ class Publication:
         self.kind = kind
         self.codec = codec
         self._receiver = receiver
+        # Upstream → publication numbering: zero until a new connection is adopted.
+        self._seq_shift = 0
+        self._ts_shift = 0
+        self._rebase = False  # the next packet comes from a newly adopted connection
+        self._newest_ts = 0
+        self._newest_time = 0.0  # wall-clock arrival of the newest packet, while forwarding
         self._is_keyframe_start: Callable[[bytes], bool] | None = keyframe_detector(codec.mimeType)
         self._groups: dict[tuple[Any, ...], Group] = {}
         self.media_ssrc: int | None = None
@@ -117,36 +156,35 @@ class Publication:
             "keyframe_requests": 0,
             "catch_ups": 0,
             "forward_errors": 0,
+            "rtcp": 0,
+            "adoptions": 0,
         }
-        aiortc_private.tap_receiver(receiver, self._on_packet, self._on_rtcp)
+        self._feed = _Feed(self)
+        aiortc_private.tap_receiver(receiver, self._feed.packet, self._feed.rtcp)
 
     # --- the hot path --------------------------------------------------------------------
-
-    def _on_packet(self, packet: RtpPacket) -> None:
-        # Called inside aiortc's receive path: an exception here would close the streamer's
-        # transport and end the stream for everyone, so none may leave.
-        try:
-            self._fan_out(packet)
-        except Exception:
-            self.stats["forward_errors"] += 1
 
     def _fan_out(self, packet: RtpPacket) -> None:
         if self.closed:
             return
+        if self._rebase:
+            self._rebase_on(packet)
         self.media_ssrc = packet.ssrc
         self.stats["packets"] += 1
         self.stats["bytes"] += len(packet.payload)
         detector = self._is_keyframe_start
         can_start = True if detector is None else detector(packet.payload)
-        seq = packet.sequence_number
+        seq = packet.sequence_number = (packet.sequence_number + self._seq_shift) & SEQ_MASK
+        ts = packet.timestamp = (packet.timestamp + self._ts_shift) & TS_MASK
         if can_start and detector is not None:
             self.stats["keyframes"] += 1
             self._keyframe = (seq, monotonic())
         self._newest_seq = seq
+        self._newest_ts = ts
         if not self._groups:
             return
-        send_time = abs_send_time(time.time())
-        ts = packet.timestamp
+        now = self._newest_time = time.time()
+        send_time = abs_send_time(now)
         for group in self._groups.values():
             template = group.serialize(packet, send_time)
             for subscription in group.subscriptions:
@@ -156,12 +194,50 @@ class Publication:
                     self.stats["forward_errors"] += 1
 
     def _on_rtcp(self, packet: Any) -> None:
-        if isinstance(packet, RtcpSrPacket) and packet.ssrc == self.media_ssrc:
+        self.stats["rtcp"] += 1
+        if isinstance(packet, RtcpSrPacket) and packet.ssrc == self.media_ssrc and not self._rebase:
             info = packet.sender_info
-            self.sender_report = (info.ntp_timestamp, info.rtp_timestamp)
+            rtp_timestamp = (info.rtp_timestamp + self._ts_shift) & TS_MASK
+            self.sender_report = (info.ntp_timestamp, rtp_timestamp)
             for group in self._groups.values():
                 for subscription in group.subscriptions:
-                    subscription.send_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+                    subscription.send_sender_report(info.ntp_timestamp, rtp_timestamp)
+
+    # --- a new publisher connection ----------------------------------------------------------
+
+    def adopt(self, other: Publication) -> None:
+        """Carry on from `other`, the same track on the streamer's new connection: its packets
+        feed this Publication from now on, numbered on from this one's, and the old
+        connection's stop counting. Video subscriptions wait for the new connection's next
+        keyframe (its pictures do not decode from the old one's)."""
+        if self.closed or other is self:
+            return
+        self._feed.publication = None
+        self._feed = other._feed
+        self._feed.publication = self
+        self._receiver = other._receiver
+        other.closed = True
+        self._rebase = True
+        self._keyframe = None
+        self.sender_report = None
+        self.stats["adoptions"] += 1
+        for group in self._groups.values():
+            for subscription in group.subscriptions:
+                subscription.source_changed()
+
+    def _rebase_on(self, packet: RtpPacket) -> None:
+        """Number the new connection's first packet right after the newest one forwarded,
+        and its timestamp on by the time that passed, so that decoders see one stream."""
+        self._rebase = False
+        if self._newest_seq is None:
+            return
+        self._seq_shift = (self._newest_seq + 1 - packet.sequence_number) & SEQ_MASK
+        elapsed = max(0.0, time.time() - self._newest_time) if self._newest_time else 0.0
+        ahead = self._newest_ts + round(elapsed * self.codec.clockRate)
+        self._ts_shift = (ahead - packet.timestamp) & TS_MASK
+        if self.kind == "video":
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self.request_keyframe)  # media_ssrc is the new one by then
 
     # --- subscriptions -------------------------------------------------------------------
 

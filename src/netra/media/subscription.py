@@ -162,6 +162,14 @@ class Subscription:
         self.stats["resyncs"] += 1
         self.publication.start_viewer(self)
 
+    def source_changed(self) -> None:
+        """The publication now comes from the streamer's new connection: video waits for its
+        first keyframe, numbered on from what this viewer was last sent (not a resync: no
+        keyframe is asked for here, nothing was lost)."""
+        state = self._rewrite
+        if self.kind == "video" and state is not None and not self.closed:
+            forwarder_resync(state)
+
     # --- RTCP ----------------------------------------------------------------------------
 
     def send_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:

@@ -23,10 +23,12 @@ class ParticipantListener(Protocol):
 
     def stream_ended(self, reason: str) -> None: ...
 
-    def viewers_changed(self, count: int) -> None: ...
+    def stream_stalled(self, reason: str) -> None:
+        """Live, but no media flows: `no-media` or `streamer-reconnecting`."""
 
-    def replaced(self) -> None:
-        """The same client joined again from a new connection (its resume key matched)."""
+    def stream_resumed(self) -> None: ...
+
+    def viewers_changed(self, count: int) -> None: ...
 
 
 @dataclass(eq=False)
@@ -34,13 +36,17 @@ class Participant:
     client_id: str
     role: Role
     listener: ParticipantListener
-    # Given only to the client itself; proves a re-join comes from the same client.
-    resume_key: str = ""
     # The token's `sub`, when the client came with a token that has one.
     identity: str | None = None
     # The way in: "ws", "whip" or "whep".
     via: str = "ws"
+    # Its peer connection's state ("connecting", "connected", …), None without one.
+    peer: str | None = None
+    # Whether its client is connected to its session now (a WebSocket client may be away,
+    # within its grace period, while its media flows on).
+    attached: bool = True
 
     def snapshot(self) -> dict[str, object]:
         return {"id": self.client_id, "role": str(self.role), "via": self.via,
-                "identity": self.identity}  # fmt: skip
+                "identity": self.identity, "peer": self.peer,
+                "attached": self.attached}  # fmt: skip

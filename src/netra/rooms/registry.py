@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from netra.errors import UserError
 from netra.rooms.participant import Participant
 from netra.rooms.room import Room
 
@@ -11,18 +12,22 @@ logger = logging.getLogger(__name__)
 
 
 class RoomRegistry:
-    def __init__(self) -> None:
+    def __init__(self, *, max_rooms: int = 1000, max_viewers_per_room: int = 1000) -> None:
         self._rooms: dict[str, Room] = {}
+        self._max_rooms = max_rooms
+        self._max_viewers = max_viewers_per_room
 
-    def join(self, room_id: str, participant: Participant, resume_key: str | None = None) -> Room:
+    def join(self, room_id: str, participant: Participant) -> Room:
         room = self._rooms.get(room_id)
         created = room is None
         if room is None:
-            room = Room(room_id)
-        elif resume_key:
-            old = room.find(resume_key, participant.role)
-            if old is not None:
-                self._replace(room, old)
+            if len(self._rooms) >= self._max_rooms:
+                raise UserError(
+                    f"the server has {len(self._rooms)} rooms open, its limit",
+                    code="too-many-rooms",
+                    retry_after=10,
+                )
+            room = Room(room_id, max_viewers=self._max_viewers)
         room.join(participant)  # may raise; a new room is then simply not kept
         if created:
             self._rooms[room_id] = room
@@ -33,16 +38,6 @@ class RoomRegistry:
                 participant.role,
             )
         return room
-
-    def _replace(self, room: Room, old: Participant) -> None:
-        """Remove a participant whose client has come back on a new connection, at once:
-        its old socket may take a heartbeat or two to be noticed dead."""
-        logger.info(
-            "room=%s client=%s role=%s replaced by a re-join", room.id, old.client_id, old.role
-        )
-        room.end_stream(old, "streamer-disconnected")
-        room.leave(old)
-        old.listener.replaced()
 
     def leave(self, room: Room, participant: Participant) -> None:
         room.leave(participant)

@@ -1,7 +1,9 @@
 """Room: one streamer at most, any number of viewers, and the stream they share.
 
 The room holds who is here and what is live; it never touches a socket or a peer connection.
-It tells participants what changed through their listener.
+It tells participants what changed through their listener. A stream outlives its streamer's
+peer connection: a streamer that reconnects with the same codecs carries the stream on
+(`start_stream` adopts the new connection's tracks), and a stalled stream stays live.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class Room:
-    def __init__(self, room_id: str) -> None:
+    def __init__(self, room_id: str, *, max_viewers: int = 1000) -> None:
         self.id = room_id
         self.streamer: Participant | None = None
         self.viewers: dict[str, Participant] = {}
         self.publications: tuple[Publication, ...] = ()
+        # Why a live stream carries no media now (`no-media`, `streamer-reconnecting`).
+        self.stalled: str | None = None
+        self._max_viewers = max_viewers
 
     @property
     def live(self) -> bool:
@@ -41,12 +46,14 @@ class Room:
             # The count did not change; only the newcomer needs to hear it.
             participant.listener.viewers_changed(len(self.viewers))
         else:
+            if len(self.viewers) >= self._max_viewers:
+                raise UserError(
+                    f"room {self.id!r} has {len(self.viewers)} viewers, its limit",
+                    code="room-full",
+                    retry_after=10,
+                )
             self.viewers[participant.client_id] = participant
             self._announce_viewers()
-
-    def find(self, resume_key: str, role: Role) -> Participant | None:
-        candidates = [self.streamer] if role is Role.STREAMER else list(self.viewers.values())
-        return next((p for p in candidates if p is not None and p.resume_key == resume_key), None)
 
     def leave(self, participant: Participant) -> None:
         if participant is self.streamer:
@@ -55,22 +62,57 @@ class Room:
             self._announce_viewers()
 
     def start_stream(self, streamer: Participant, publications: Sequence[Publication]) -> None:
-        if streamer is not self.streamer or self.live:
+        """The streamer's media connected. A live stream (its streamer reconnected) adopts
+        the new tracks when they carry the same codecs; otherwise viewers are offered anew."""
+        if streamer is not self.streamer:
             return
+        described = ", ".join(f"{p.kind} {p.codec.mimeType}" for p in publications)
+        pairs = _carried_on(self.publications, publications) if self.live else None
+        if pairs is not None:
+            for old, new in pairs:
+                old.adopt(new)
+            logger.info(
+                "room=%s client=%s role=streamer stream carries on from a new connection (%s)",
+                self.id, streamer.client_id, described,
+            )  # fmt: skip
+            return
+        for publication in self.publications:
+            publication.close()
         self.publications = tuple(publications)
+        self.stalled = None
         logger.info(
             "room=%s client=%s role=streamer stream started (%s)",
-            self.id,
-            streamer.client_id,
-            ", ".join(f"{p.kind} {p.codec.mimeType}" for p in self.publications),
-        )
+            self.id, streamer.client_id, described,
+        )  # fmt: skip
         for viewer in list(self.viewers.values()):
             viewer.listener.stream_started(self)
+
+    def stall_stream(self, streamer: Participant, reason: str) -> None:
+        if streamer is not self.streamer or not self.live or self.stalled == reason:
+            return
+        self.stalled = reason
+        logger.info(
+            "room=%s client=%s role=streamer stream stalled: %s",
+            self.id, streamer.client_id, reason,
+        )  # fmt: skip
+        for viewer in list(self.viewers.values()):
+            viewer.listener.stream_stalled(reason)
+
+    def resume_stream(self, streamer: Participant) -> None:
+        if streamer is not self.streamer or not self.live or self.stalled is None:
+            return
+        self.stalled = None
+        logger.info("room=%s client=%s role=streamer stream resumed", self.id, streamer.client_id)
+        for viewer in list(self.viewers.values()):
+            viewer.listener.stream_resumed()
 
     def end_stream(self, streamer: Participant, reason: str) -> None:
         if streamer is not self.streamer or not self.live:
             return
-        self.publications = ()
+        publications, self.publications = self.publications, ()
+        self.stalled = None
+        for publication in publications:
+            publication.close()
         logger.info(
             "room=%s client=%s role=streamer stream ended: %s", self.id, streamer.client_id, reason
         )
@@ -87,8 +129,31 @@ class Room:
         return {
             "id": self.id,
             "live": self.live,
+            "stalled": self.stalled,
             "streamer": self.streamer.client_id if self.streamer else None,
             "viewers": len(self.viewers),
             "participants": [p.snapshot() for p in [self.streamer, *self.viewers.values()] if p],
             "publications": [p.snapshot() for p in self.publications],
         }
+
+
+def _carried_on(
+    old: Sequence[Publication], new: Sequence[Publication]
+) -> list[tuple[Publication, Publication]] | None:
+    """Each live track with the new connection's track that can carry it on: the same kinds,
+    each in the same codec (what viewers' peer connections negotiated); else None."""
+    by_kind = {p.kind: p for p in new}
+    if len(by_kind) != len(new) or sorted(by_kind) != sorted(p.kind for p in old):
+        return None
+    pairs = [(a, by_kind[a.kind]) for a in old]
+    if all(_same_codec(a, b) for a, b in pairs):
+        return pairs
+    return None
+
+
+def _same_codec(a: Publication, b: Publication) -> bool:
+    return (
+        a.codec.mimeType.lower() == b.codec.mimeType.lower()
+        and a.codec.clockRate == b.codec.clockRate
+        and a.codec.parameters.get("profile-level-id") == b.codec.parameters.get("profile-level-id")
+    )

@@ -1,26 +1,37 @@
-"""The `/ws` endpoint: an aiohttp WebSocket feeding one SignalingSession."""
+"""The `/ws` endpoint: an aiohttp WebSocket feeding one Connection."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiohttp import WSMsgType, web
 
+from netra.errors import WS_CLOSE_CODE, NetraError
 from netra.services import SERVICES
+from netra.signaling.connection import Connection
 from netra.signaling.messages import MAX_MESSAGE_BYTES
-from netra.signaling.session import SignalingSession
 
 # aiohttp closes the socket above this; below it, oversized frames get a `too-large` error.
 _HARD_FRAME_LIMIT = 16 * MAX_MESSAGE_BYTES
-# A dead client is noticed within about this many seconds (aiohttp pings, then waits half).
-HEARTBEAT_SECONDS = 10.0
 CLOSE_SECONDS = 2.0
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=_HARD_FRAME_LIMIT)
+    config = services.config
+    # aiohttp pings after `heartbeat` seconds without a frame and drops a client that has not
+    # answered within half of that: a half-open client is parked within 1.5 × heartbeat.
+    ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=_HARD_FRAME_LIMIT)
     await ws.prepare(request)
+    address = request.remote or "-"
+    try:
+        services.addresses.connect(address)
+    except NetraError as exc:
+        await ws.send_str(json.dumps(exc.to_wire()))
+        await ws.close(code=WS_CLOSE_CODE[exc.code], message=exc.code.encode())
+        services.context.events[f"error:{exc.code}"] += 1
+        return ws
 
     async def close(code: int, reason: str) -> None:
         # A client that stopped reading would hold close() forever on a full TCP window.
@@ -30,20 +41,28 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if request.transport is not None:
                 request.transport.abort()
 
-    session = SignalingSession(context=services.context, send=ws.send_str, close=close)
+    connection = Connection(
+        sessions=services.sessions,
+        send=ws.send_str,
+        close=close,
+        address=address,
+        limits=services.addresses,
+        message_rate=config.message_rate,
+    )
     services.sockets.add(ws)
-    session.log.info("connected from %s", request.remote)
-    loop = asyncio.create_task(session.run())
+    connection.log.info("connected from %s", address)
+    loop = asyncio.create_task(connection.run())
     try:
         async for frame in ws:
-            if frame.type is WSMsgType.TEXT:
-                session.receive(frame.data)
-            elif frame.type is WSMsgType.BINARY:
-                session.receive(frame.data)
+            if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                connection.receive(frame.data)
             elif frame.type is WSMsgType.ERROR:
                 break
     finally:
-        session.socket_closed()
+        if isinstance(ws.exception(), asyncio.TimeoutError):
+            connection.log.info("no pong within %.1f s: the client is gone", config.heartbeat / 2)
+        connection.socket_closed()
         await loop
         services.sockets.discard(ws)
+        services.addresses.disconnect(address)
     return ws

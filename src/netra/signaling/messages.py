@@ -37,7 +37,7 @@ class Join(_Message):
     roomId: RoomId
     role: Role
     token: Annotated[str, Field(max_length=8192)] | None = None
-    # From this client's last `joined`: a re-join replaces its old, maybe half-dead, self.
+    # From this client's last `joined`: resume that session (docs/protocol.md, Reconnecting).
     resumeKey: Annotated[str, Field(max_length=128)] | None = None
 
 
@@ -148,8 +148,11 @@ def joined(
     live: bool,
     viewers: int,
     resume_key: str,
+    *,
+    resumed: bool = False,
+    resume_error: str | None = None,
 ) -> dict[str, object]:
-    return {
+    message: dict[str, object] = {
         "type": "joined",
         "clientId": client_id,
         "roomId": room_id,
@@ -158,7 +161,11 @@ def joined(
         "live": live,
         "viewers": viewers,
         "resumeKey": resume_key,
+        "resumed": resumed,
     }
+    if resume_error is not None:
+        message["resumeError"] = resume_error
+    return message
 
 
 def sdp_message(kind: Literal["offer", "answer"], sdp: str) -> dict[str, object]:
@@ -171,6 +178,18 @@ def stream_started() -> dict[str, object]:
 
 def stream_ended(reason: str) -> dict[str, object]:
     return {"type": "stream-ended", "reason": reason}
+
+
+def stream_stalled(reason: str) -> dict[str, object]:
+    return {"type": "stream-stalled", "reason": reason}
+
+
+def stream_resumed() -> dict[str, object]:
+    return {"type": "stream-resumed"}
+
+
+def server_shutdown(retry_after: float) -> dict[str, object]:
+    return {"type": "server-shutdown", "retryAfter": retry_after}
 
 
 def viewers(count: int) -> dict[str, object]:

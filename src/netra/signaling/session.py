@@ -1,158 +1,128 @@
-"""SignalingSession: one WebSocket, one client: the WebSocket's adapter over an Agent.
+"""SignalingSession: one client's session over the WebSocket, which outlives any one socket.
 
-Frames go into one inbox and are handled in order by `run()`; `join` makes the client's agent
-(netra.agents), which owns the participant lifecycle, and later messages are routed to it.
-After `join`, room and role come from the session, never from a message. What the agent says
-goes out through a bounded outbox; NetraErrors become `error` messages (netra.errors).
+A session is made by a `join` and holds the client's agent (netra.agents), which owns the
+participant lifecycle; the session routes the client's later messages to it and turns what it
+says into messages. It is attached to one Connection (one WebSocket) at a time. When that
+drops, the session is parked for the grace period: the agent, its peer connection and its
+media go on, and what the agent says meanwhile is queued, bounded, and delivered in order
+when the client resumes on a new connection with its resume key (docs/protocol.md,
+"Reconnecting"). After `join`, room and role come from the session, never from a message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import secrets
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
 
 from netra.agents.agent import Agent, AgentContext
 from netra.agents.publisher import PublisherAgent
 from netra.agents.viewer import ViewerAgent
-from netra.errors import WS_CLOSE_CODE, InternalError, NetraError, ProtocolError
-from netra.observability.log import ParticipantLog
+from netra.errors import NetraError, ProtocolError
 from netra.rooms.participant import Participant, Role
 from netra.rooms.room import Room
 from netra.signaling import messages as m
 
-logger = logging.getLogger("netra.session")
+if TYPE_CHECKING:
+    from netra.signaling.sessions import Sessions
 
-MAX_ERRORS = 10
-MAX_PENDING_FRAMES = 256
-MAX_OUTBOX = 256
-FLUSH_SECONDS = 1.0
+# Messages kept for a parked client; one more ends its session (`queue-overflow`).
+MAX_QUEUED = 256
+# What only its latest copy matters of: an older one is dropped from the queue when a newer
+# one is queued (a second offer supersedes the first: answering both would fail).
+_LATEST_ONLY = frozenset({"offer", "viewers"})
 
-Send = Callable[[str], Coroutine[Any, Any, None]]
-Close = Callable[[int, str], Coroutine[Any, Any, None]]
 
-_CLOSED = object()
+class Link(Protocol):
+    """What a session needs of the connection it is attached to."""
+
+    def send_text(self, text: str) -> None: ...
+
+    def replaced(self) -> None:
+        """The client resumed this session on another connection."""
+
+    def unsent(self) -> list[str]:
+        """Messages queued on this connection but not yet written, taken off it."""
 
 
 class SignalingSession:
-    def __init__(self, *, context: AgentContext, send: Send, close: Close) -> None:
-        self._own_log = ParticipantLog(logger, secrets.token_hex(6))
-        self.log = self._own_log
+    def __init__(self, sessions: Sessions, context: AgentContext, role: str) -> None:
+        self._sessions = sessions
         self._context = context
-        self._send_text = send
-        self._close_socket = close
-        self._inbox: asyncio.Queue[object] = asyncio.Queue()
-        self._pending_frames = 0
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_OUTBOX)
-        self.errors = 0
-        self.agent: Agent | None = None
-        self._close_with: tuple[int, str] | None = None
+        self.agent: Agent = (
+            PublisherAgent(context, self, via="ws")
+            if role == Role.STREAMER
+            else ViewerAgent(context, self, via="ws", server_offers=True)
+        )
+        self.log = self.agent.log
+        self.key = secrets.token_urlsafe(18)
+        self.link: Link | None = None
+        self._queue: deque[tuple[str, str]] = deque()  # (type, text) while parked
+        self._grace: asyncio.TimerHandle | None = None
+        self._resume_error: str | None = None
+        self.ended = False
 
-    # --- feeding the loop (called from the socket reader, rooms and peers) ----------------
+    @property
+    def room_id(self) -> str | None:
+        return self.agent.room.id if self.agent.room is not None else None
 
-    def receive(self, raw: str | bytes) -> None:
-        self._pending_frames += 1
-        if self._pending_frames > MAX_PENDING_FRAMES:
-            self._abort(WS_CLOSE_CODE["not-reading"], "too many unprocessed messages")
+    # --- attaching and parking -------------------------------------------------------------
+
+    async def join(self, link: Link, message: m.Join, resume_error: str | None) -> None:
+        """A first join: the agent's `joined` goes out on `link`."""
+        self.link = link
+        self._resume_error = resume_error
+        await self.agent.join(message.roomId, token=message.token)
+
+    def resume(self, link: Link) -> None:
+        """The client is back on `link`: `joined` (same client id, a fresh key), then what
+        its old connection had not written, then what was queued, in order, then the count."""
+        old, self.link = self.link, link
+        backlog = [text for _, text in self._queue]
+        self._queue.clear()
+        if old is not None:
+            backlog = old.unsent() + backlog
+            old.replaced()
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        room, participant = self.agent.room, self.agent.participant
+        assert room is not None and participant is not None
+        participant.attached = True
+        self.key = secrets.token_urlsafe(18)
+        self._context.events["resumes"] += 1
+        self.log.info("resumed on a new connection (%d messages queued)", len(backlog))
+        self._send(self._joined(room, participant, resumed=True))
+        for text in backlog:
+            link.send_text(text)
+        self._send(m.viewers(len(room.viewers)))
+
+    def park(self, link: Link, grace: float) -> None:
+        """`link` dropped: keep the session `grace` seconds for the client to resume."""
+        if self.link is not link or self.ended:
             return
-        self._inbox.put_nowait(raw)
+        self.link = None
+        self._queue.extend((_type_of(text), text) for text in link.unsent())
+        if self.agent.participant is not None:
+            self.agent.participant.attached = False
+        self.log.info("connection lost; kept for %.0f s", grace)
+        loop = asyncio.get_running_loop()
+        self._grace = loop.call_later(grace, self._sessions.end, self, "expired")
 
-    def socket_closed(self) -> None:
-        self._inbox.put_nowait(_CLOSED)
+    # --- the client's messages -------------------------------------------------------------
 
-    # --- the loop ------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        writer = asyncio.create_task(self._write_loop())
-        try:
-            while not self._close_with:
-                item = await self._inbox.get()
-                if not isinstance(item, str | bytes):
-                    break  # _CLOSED
-                self._pending_frames -= 1
-                await self._handle_frame(item)
-        finally:
-            await self._leave("streamer-disconnected")
-            await self._flush(writer)
-            if self._close_with:
-                await self._close_socket(*self._close_with)
-            self.log.info("disconnected")
-
-    async def _write_loop(self) -> None:
-        while (text := await self._outbox.get()) is not None:
-            try:
-                await self._send_text(text)
-            except (ConnectionError, RuntimeError):
-                return
-
-    async def _flush(self, writer: asyncio.Task[None]) -> None:
-        """Let the last messages (say, `too-many-errors`) go out, but never wait long."""
-        try:
-            self._outbox.put_nowait(None)
-            await asyncio.wait_for(asyncio.shield(writer), FLUSH_SECONDS)
-        except (asyncio.QueueFull, TimeoutError):
-            pass
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-
-    def _send(self, message: dict[str, object]) -> None:
-        try:
-            self._outbox.put_nowait(json.dumps(message))
-        except asyncio.QueueFull:
-            # A client that does not read its signaling is gone; it must not hold the room.
-            self._abort(WS_CLOSE_CODE["not-reading"], "client not reading")
-
-    def _abort(self, code: int, reason: str) -> None:
-        """Stop handling this client now; the loop leaves the room and closes the socket."""
-        if not self._close_with:
-            self.log.warning("closing connection: %s", reason)
-            self._close_with = (code, reason)
-            self._inbox.put_nowait(_CLOSED)
-
-    async def _handle_frame(self, raw: str | bytes) -> None:
-        try:
-            message = m.parse(raw)
-        except ProtocolError as exc:
-            self._refuse(exc, m.peek_type(raw))
-            return
-        await self._guarded(lambda: self._dispatch(message), ref=message.type)
-
-    async def _guarded(
-        self, action: Callable[[], Coroutine[Any, Any, None]], ref: str | None = None
-    ) -> None:
-        try:
-            await action()
-        except NetraError as exc:
-            self._refuse(exc, ref)
-        except Exception:
-            self.log.exception("internal error handling %s", ref or "an event")
-            self._send(InternalError("internal server error").to_wire(ref))
-
-    def _refuse(self, exc: NetraError, ref: str | None) -> None:
-        self.errors += 1
-        self.log.info("refused %s: %s %s", ref or "frame", exc.code, exc.message)
-        if self.errors >= MAX_ERRORS:
-            error = ProtocolError(
-                f"{self.errors} errors on this connection", code="too-many-errors"
+    async def handle(self, message: m.ClientMessage) -> None:
+        agent = self.agent
+        if agent.room is None:
+            raise ProtocolError(f"send join before {message.type}", code="not-joined")
+        claimed = getattr(message, "roomId", None)
+        if claimed is not None and claimed != agent.room.id:
+            raise ProtocolError(
+                f"this connection joined room {agent.room.id!r}, not {claimed!r}",
+                code="wrong-room",
             )
-            self._send(error.to_wire(ref))
-            self._abort(WS_CLOSE_CODE[error.code], "too many errors")
-            return
-        self._send(exc.to_wire(ref))
-
-    # --- client messages -----------------------------------------------------------------
-
-    async def _dispatch(self, message: m.ClientMessage) -> None:
-        if isinstance(message, m.Ping):
-            self._send(m.pong(message.id))
-            return
-        if isinstance(message, m.Join):
-            await self._join(message)
-            return
-        agent = self._bound(message)
         if isinstance(message, m.Offer):
             if not isinstance(agent, PublisherAgent):
                 raise ProtocolError("viewers answer the server's offer", code="wrong-role")
@@ -169,72 +139,50 @@ class SignalingSession:
                 await agent.add_candidate(None, None, None)
             else:
                 await agent.add_candidate(init.candidate, init.sdpMid, init.sdpMLineIndex)
-        elif isinstance(message, m.Leave):
-            await self._leave("streamer-left")
 
-    def _bound(self, message: m.ClientMessage) -> Agent:
-        agent = self.agent
-        if agent is None or agent.room is None:
-            raise ProtocolError(f"send join before {message.type}", code="not-joined")
-        claimed = getattr(message, "roomId", None)
-        if claimed is not None and claimed != agent.room.id:
-            raise ProtocolError(
-                f"this connection joined room {agent.room.id!r}, not {claimed!r}",
-                code="wrong-room",
-            )
-        return agent
+    async def close(self, reason: str) -> None:
+        """Leave the room and close everything of this client. Idempotent."""
+        self.ended = True
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        self._queue.clear()
+        await self.agent.close(reason)  # its last words (stream-ended) still reach the link
 
-    async def _join(self, message: m.Join) -> None:
-        if self.agent is not None:
-            raise ProtocolError("already joined; send leave first", code="already-joined")
-        ears = _Ears(self)
-        agent: Agent
-        if message.role == Role.STREAMER:
-            agent = PublisherAgent(self._context, ears, via="ws")
-        else:
-            agent = ViewerAgent(self._context, ears, via="ws", server_offers=True)
-        ears.agent = self.agent = agent
-        try:
-            await agent.join(message.roomId, token=message.token, resume_key=message.resumeKey)
-        except BaseException:
-            self.agent = None
-            await agent.close("join refused")
-            raise
-        self.log = agent.log
-
-    async def _leave(self, reason: str) -> None:
-        """Leave the room (a `leave`, or the socket closing). Idempotent."""
-        agent = self.agent
-        if agent is not None:
-            await agent.close(reason)  # its last words (stream-ended) still reach this socket
-            self.agent = None
-            self.log = self._own_log
-
-
-class _Ears:
-    """The session's AgentListener: what its agent says becomes messages on this socket.
-    Events of an agent the session no longer has (it left, or joined again) are dropped."""
-
-    def __init__(self, session: SignalingSession) -> None:
-        self._session = session
-        self.agent: Agent | None = None
+    # --- sending ---------------------------------------------------------------------------
 
     def _send(self, message: dict[str, object]) -> None:
-        if self.agent is not None and self._session.agent is self.agent:
-            self._session._send(message)
+        if self.ended and self.link is None:
+            return
+        text = json.dumps(message)
+        if self.link is not None:
+            self.link.send_text(text)
+            return
+        kind = str(message["type"])
+        if kind in _LATEST_ONLY:
+            self._queue = deque(item for item in self._queue if item[0] != kind)
+        if len(self._queue) >= MAX_QUEUED:
+            self._sessions.end(self, "queue-overflow")
+            return
+        self._queue.append((kind, text))
+
+    def _joined(self, room: Room, participant: Participant, *, resumed: bool) -> dict[str, object]:
+        return m.joined(
+            participant.client_id,
+            room.id,
+            participant.role,
+            [server.to_wire() for server in self._context.config.ice_servers],
+            room.live,
+            len(room.viewers),
+            self.key,
+            resumed=resumed,
+            resume_error=self._resume_error,
+        )
+
+    # --- what the agent says (AgentListener) -----------------------------------------------
 
     def joined(self, room: Room, participant: Participant) -> None:
-        self._send(
-            m.joined(
-                participant.client_id,
-                room.id,
-                participant.role,
-                [server.to_wire() for server in self._session._context.config.ice_servers],
-                room.live,
-                len(room.viewers),
-                participant.resume_key,
-            )
-        )
+        self._send(self._joined(room, participant, resumed=False))
 
     def offer(self, sdp: str) -> None:
         self._send(m.sdp_message("offer", sdp))
@@ -245,20 +193,24 @@ class _Ears:
     def stream_ended(self, reason: str) -> None:
         self._send(m.stream_ended(reason))
 
+    def stream_stalled(self, reason: str) -> None:
+        self._send(m.stream_stalled(reason))
+
+    def stream_resumed(self) -> None:
+        self._send(m.stream_resumed())
+
     def viewers_changed(self, count: int) -> None:
         self._send(m.viewers(count))
 
     def peer_lost(self) -> None:
-        pass  # the agent offers again by itself
+        pass  # a viewer is offered again by its agent; a streamer's page offers again
 
     def failed(self, error: NetraError) -> None:
         self._send(error.to_wire())
 
-    def replaced(self) -> None:
-        session = self._session
-        if self.agent is None or session.agent is not self.agent:
-            return
-        session.agent = None
-        error = ProtocolError("this client joined again from another connection", code="replaced")
-        session._send(error.to_wire())
-        session._abort(WS_CLOSE_CODE[error.code], "replaced")
+
+def _type_of(text: str) -> str:
+    try:
+        return str(json.loads(text).get("type", ""))
+    except (ValueError, AttributeError):
+        return ""

@@ -1,4 +1,5 @@
-"""The signaling session's rules, driven message by message without a network."""
+"""The signaling rules, driven message by message without a network: connections (one per
+WebSocket) and the sessions that outlive them."""
 
 import asyncio
 import json
@@ -9,8 +10,11 @@ import pytest
 from netra.agents.agent import AgentContext
 from netra.auth import Authority, mint
 from netra.config import Config
+from netra.limits import AddressLimits
 from netra.rooms.registry import RoomRegistry
-from netra.signaling.session import MAX_ERRORS, SignalingSession
+from netra.signaling.connection import MAX_ERRORS, Connection
+from netra.signaling.session import MAX_QUEUED
+from netra.signaling.sessions import Sessions
 
 SECRET = "unit-test-secret-" + "s" * 40
 
@@ -19,10 +23,29 @@ def publish_token(room: str = "*") -> str:
     return mint(SECRET, room=room, publish=True)
 
 
-class Client:
-    """A session with its outgoing messages collected; `expect` waits for the next one."""
+class Hub:
+    """What one server's connections share: rooms, sessions, per-address limits."""
 
-    def __init__(self, rooms: RoomRegistry, config: Config | None = None):
+    def __init__(self, config: Config | None = None):
+        self.config = config or Config()
+        self.rooms = RoomRegistry()
+        self.context = AgentContext(
+            config=self.config, rooms=self.rooms, ice_servers=[], authority=Authority(SECRET)
+        )
+        self.sessions = Sessions(self.context)
+        self.addresses = AddressLimits(
+            max_connections=self.config.max_connections_per_address,
+            joins_per_minute=self.config.join_rate,
+        )
+
+    async def close(self) -> None:
+        await self.sessions.close_all("test over")
+
+
+class Client:
+    """A connection with its outgoing messages collected; `expect` waits for the next one."""
+
+    def __init__(self, hub: Hub):
         self.outgoing: asyncio.Queue = asyncio.Queue()
         self.closed_with: tuple[int, str] | None = None
 
@@ -31,16 +54,25 @@ class Client:
 
         async def close(code, reason):
             self.closed_with = (code, reason)
-            self.session.socket_closed()
+            self.connection.socket_closed()
 
-        context = AgentContext(
-            config=config or Config(), rooms=rooms, ice_servers=[], authority=Authority(SECRET)
+        self.connection = Connection(
+            sessions=hub.sessions,
+            send=send,
+            close=close,
+            address="192.0.2.1",
+            limits=hub.addresses,
+            message_rate=hub.config.message_rate,
         )
-        self.session = SignalingSession(context=context, send=send, close=close)
-        self.task = asyncio.create_task(self.session.run())
+        self.task = asyncio.create_task(self.connection.run())
+
+    @property
+    def agent(self):
+        session = self.connection.session
+        return session.agent if session is not None else None
 
     def send(self, message) -> None:
-        self.session.receive(message if isinstance(message, str) else json.dumps(message))
+        self.connection.receive(message if isinstance(message, str) else json.dumps(message))
 
     async def expect(self, type_: str, timeout: float = 5.0) -> dict:
         seen = []
@@ -58,26 +90,33 @@ class Client:
         self.send(message)
         return await self.expect("error")
 
-    async def join(self, room="r", role="viewer") -> dict:
-        message = {"type": "join", "roomId": room, "role": role}
+    async def join(self, room="r", role="viewer", **extra) -> dict:
+        message = {"type": "join", "roomId": room, "role": role, **extra}
         if role == "streamer":
             message["token"] = publish_token(room)
         self.send(message)
         return await self.expect("joined")
 
     async def stop(self) -> None:
-        self.session.socket_closed()
+        self.connection.socket_closed()
         await asyncio.wait_for(self.task, 5)
 
 
 @pytest.fixture
-async def rooms():
-    return RoomRegistry()
+async def hub():
+    hub = Hub()
+    yield hub
+    await hub.close()
 
 
 @pytest.fixture
-async def client(rooms):
-    c = Client(rooms)
+def rooms(hub):
+    return hub.rooms
+
+
+@pytest.fixture
+async def client(hub):
+    c = Client(hub)
     yield c
     await c.stop()
 
@@ -116,7 +155,7 @@ async def test_a_message_repeating_its_own_room_is_accepted(client):
     client.send({"type": "leave", "roomId": "mine"})
     client.send({"type": "ping", "id": 1})
     await client.expect("pong")
-    assert client.session.agent is None
+    assert client.agent is None
 
 
 async def test_a_second_join_is_refused(client):
@@ -126,8 +165,8 @@ async def test_a_second_join_is_refused(client):
     )
 
 
-async def test_whoever_sends_media_makes_the_offer(rooms):
-    viewer, streamer = Client(rooms), Client(rooms)
+async def test_whoever_sends_media_makes_the_offer(hub):
+    viewer, streamer = Client(hub), Client(hub)
     try:
         await viewer.join("r", "viewer")
         await streamer.join("r", "streamer")
@@ -145,15 +184,15 @@ async def test_an_answer_without_an_offer_is_out_of_order(client):
     assert error["code"] == "out-of-order"
 
 
-async def test_a_second_streamer_is_refused_with_streamer_exists(rooms):
-    first, second = Client(rooms), Client(rooms)
+async def test_a_second_streamer_is_refused_with_streamer_exists(hub):
+    first, second = Client(hub), Client(hub)
     try:
         await first.join("r", "streamer")
         second.send({"type": "join", "roomId": "r", "role": "streamer",
                      "token": publish_token()})  # fmt: skip
         error = await second.expect("error")
         assert error["code"] == "streamer-exists" and "already has a streamer" in error["message"]
-        assert second.session.agent is None  # and it may join as a viewer instead
+        assert second.agent is None  # and it may join as a viewer instead
         await second.join("r", "viewer")
     finally:
         await first.stop()
@@ -164,7 +203,7 @@ async def test_an_unusable_offer_fails_negotiation_and_the_session_stays_usable(
     await client.join("r", "streamer")
     error = await client.error({"type": "offer", "sdp": "v=0\r\nthis is not sdp"})
     assert error["code"] == "negotiation-failed"
-    assert client.session.agent.peer is None
+    assert client.agent.peer is None
     client.send({"type": "ping"})
     await client.expect("pong")
 
@@ -181,8 +220,8 @@ async def test_garbage_gets_typed_errors_then_the_connection_is_closed(client):
     assert client.closed_with[0] == 1008
 
 
-async def test_one_bad_client_does_not_affect_another(rooms):
-    bad, good = Client(rooms), Client(rooms)
+async def test_one_bad_client_does_not_affect_another(hub):
+    bad, good = Client(hub), Client(hub)
     try:
         await good.join("r", "viewer")
         for _ in range(MAX_ERRORS):
@@ -190,37 +229,109 @@ async def test_one_bad_client_does_not_affect_another(rooms):
         await asyncio.wait_for(bad.task, 5)
         good.send({"type": "ping", "id": 2})
         assert (await good.expect("pong"))["id"] == 2
-        assert good.session.agent.room is rooms.get("r")
+        assert good.agent.room is hub.rooms.get("r")
     finally:
         await good.stop()
         await bad.stop()
 
 
-async def test_closing_the_socket_leaves_the_room(rooms):
-    client = Client(rooms)
+async def test_closing_the_socket_leaves_the_room_when_there_is_no_grace_period():
+    hub = Hub(Config(grace_period=0))
+    client = Client(hub)
     await client.join("r", "viewer")
     await client.stop()
-    assert rooms.get("r") is None
+    await asyncio.wait_for(asyncio.gather(*hub.sessions._closing), 5)
+    assert hub.rooms.get("r") is None
 
 
-async def test_a_rejoin_with_the_resume_key_replaces_the_old_connection(rooms):
-    old, new = Client(rooms), Client(rooms)
+async def test_a_dropped_socket_keeps_the_session_until_its_grace_period_ends():
+    hub = Hub(Config(grace_period=0.5))
+    try:
+        client = Client(hub)
+        await client.join("r", "viewer")
+        await client.stop()
+        viewer = next(iter(hub.rooms.get("r").viewers.values()))
+        assert viewer.attached is False  # still in the room, away
+        async with asyncio.timeout(5):
+            while hub.rooms.get("r") is not None:
+                await asyncio.sleep(0.05)
+    finally:
+        await hub.close()
+
+
+async def test_a_resume_gets_the_same_session_and_what_was_queued_in_order(hub):
+    viewer, other = Client(hub), Client(hub)
+    try:
+        joined = await viewer.join("r", "viewer")
+        await viewer.expect("viewers")
+        await viewer.stop()  # the socket drops; the session is parked
+        await other.join("r", "viewer")  # told to the parked viewer: queued
+        await other.stop()
+        back = Client(hub)
+        resumed = await back.join("r", "viewer", resumeKey=joined["resumeKey"])
+        assert resumed["resumed"] is True and resumed["clientId"] == joined["clientId"]
+        assert resumed["resumeKey"] != joined["resumeKey"]  # single use
+        assert (await back.expect("viewers"))["count"] == 2  # the queued news, then the count
+        assert (await back.expect("viewers"))["count"] == 2
+        await back.stop()
+        again = Client(hub)
+        stale = await again.join("r", "viewer", resumeKey=joined["resumeKey"])
+        assert stale["resumed"] is False and stale["resumeError"] == "expired"
+        assert stale["clientId"] != joined["clientId"]
+        await again.stop()
+    finally:
+        await viewer.stop()
+        await other.stop()
+
+
+async def test_a_resume_key_works_only_in_its_own_room_and_role(hub):
+    client = Client(hub)
+    joined = await client.join("r", "viewer")
+    await client.stop()
+    for room, role in (("elsewhere", "viewer"), ("r", "streamer")):
+        stranger = Client(hub)
+        refused = await stranger.join(room, role, resumeKey=joined["resumeKey"])
+        assert refused["resumed"] is False and refused["resumeError"] == "mismatch"
+        assert refused["clientId"] != joined["clientId"]
+        await stranger.stop()
+    owner = Client(hub)
+    assert (await owner.join("r", "viewer", resumeKey=joined["resumeKey"]))["resumed"] is True
+    await owner.stop()
+
+
+async def test_a_resume_replaces_a_connection_the_server_still_thinks_alive(hub):
+    old, new = Client(hub), Client(hub)
     try:
         joined = await old.join("r", "streamer")
-        new.send({"type": "join", "roomId": "r", "role": "streamer",
-                  "resumeKey": joined["resumeKey"], "token": publish_token()})  # fmt: skip
-        assert (await new.expect("joined"))["role"] == "streamer"
+        resumed = await new.join("r", "streamer", resumeKey=joined["resumeKey"])
+        assert resumed["resumed"] is True and resumed["clientId"] == joined["clientId"]
         assert (await old.expect("error"))["code"] == "replaced"
         await asyncio.wait_for(old.task, 5)
         assert old.closed_with[0] == 4001
-        assert rooms.get("r").streamer is new.session.agent.participant
+        assert hub.rooms.get("r").streamer is new.agent.participant
     finally:
         await old.stop()
         await new.stop()
 
 
-async def test_a_resume_key_is_the_clients_own_and_fresh_on_each_join(rooms):
-    a, b = Client(rooms), Client(rooms)
+async def test_a_parked_session_whose_queue_overflows_ends_with_a_reason(hub):
+    client = Client(hub)
+    joined = await client.join("r", "viewer")
+    await client.stop()
+    session = hub.sessions._by_key[joined["resumeKey"]]
+    for _ in range(MAX_QUEUED + 1):
+        session.stream_resumed()  # any message that is kept in full
+    await asyncio.wait_for(asyncio.gather(*hub.sessions._closing), 5)
+    assert hub.rooms.get("r") is None
+    back = Client(hub)
+    refused = await back.join("r", "viewer", resumeKey=joined["resumeKey"])
+    assert refused["resumed"] is False and refused["resumeError"] == "queue-overflow"
+    assert hub.context.events["resume_queue_overflows"] == 1
+    await back.stop()
+
+
+async def test_a_resume_key_is_the_clients_own_and_fresh_on_each_join(hub):
+    a, b = Client(hub), Client(hub)
     try:
         key_a = (await a.join("r", "viewer"))["resumeKey"]
         key_b = (await b.join("r", "viewer"))["resumeKey"]
@@ -259,14 +370,15 @@ async def test_publishing_needs_a_token_with_the_publish_grant_for_the_room(clie
             message["token"] = token
         error = await client.error(message)
         assert error["code"] == code and error["ref"] == "join", (token, error)
-    assert client.session.agent is None
+    assert client.agent is None
     client.send({"type": "join", "roomId": "r", "role": "streamer",
                  "token": mint(SECRET, room="r", publish=True)})  # fmt: skip
     assert (await client.expect("joined"))["role"] == "streamer"
 
 
-async def test_viewers_need_a_subscribe_token_only_where_the_server_says_so(rooms):
-    open_door, locked = Client(rooms), Client(rooms, Config(viewers_need_token=True))
+async def test_viewers_need_a_subscribe_token_only_where_the_server_says_so(hub):
+    locked_hub = Hub(Config(viewers_need_token=True))
+    open_door, locked = Client(hub), Client(locked_hub)
     try:
         await open_door.join("r", "viewer")  # no token: viewing is open by default
         join = {"type": "join", "roomId": "r", "role": "viewer"}
@@ -278,3 +390,4 @@ async def test_viewers_need_a_subscribe_token_only_where_the_server_says_so(room
     finally:
         await open_door.stop()
         await locked.stop()
+        await locked_hub.close()
