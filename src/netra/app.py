@@ -1,14 +1,19 @@
-"""The composition root: Config in, aiohttp Application out."""
+"""The composition root: Config in, aiohttp Application out; and `run`, which serves it until
+SIGTERM or SIGINT and then shuts down within SHUTDOWN_SECONDS."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import signal
+from collections.abc import Awaitable
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 from aiortc import RTCIceServer
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from netra.agents.agent import AgentContext
 from netra.auth import Authority, Grant, secret_for
@@ -16,19 +21,33 @@ from netra.config import Config
 from netra.errors import forbidden
 from netra.http import whep, whip
 from netra.http.cors import add_cors_headers
-from netra.http.limits import RateLimit
 from netra.http.problem import problems
 from netra.http.resource import RESOURCES, Resources, bearer_token
+from netra.limits import RateLimit
 from netra.media import aiortc_private, dtls
 from netra.memory import configure_gc
 from netra.observability.access_log import AccessLogger
+from netra.observability.metrics import create_registry
 from netra.rooms.registry import RoomRegistry
 from netra.services import SERVICES, Services
+from netra.signaling import messages
 from netra.signaling.endpoint import websocket
 
 logger = logging.getLogger("netra")
 
 STATIC = Path(__file__).parent / "static"
+
+# `server-shutdown` tells clients to reconnect after this many seconds (to the next server).
+RETRY_AFTER_SECONDS = 1
+# Shutdown must be over within SHUTDOWN_SECONDS (docs/protocol.md); each step is bounded so
+# that the worst case, 1 + 1 + 2 × 0.75 s, leaves room for the process to exit.
+SHUTDOWN_SECONDS = 5.0
+GOODBYE_SECONDS = 1.0  # server-shutdown and a 1001 close to every socket; WHIP/WHEP closed
+SESSIONS_SECONDS = 1.0  # every signaling session (parked ones too) and its peer connection
+HANDLER_SECONDS = 0.75  # aiohttp waits this for request handlers, and again once cancelled
+
+# Set when shutdown begins: /readyz answers 503 from then on.
+SHUTTING_DOWN = web.AppKey("netra.shutting_down", asyncio.Event)
 
 
 def _page(name: str) -> Handler:
@@ -52,7 +71,9 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
         aiortc_private.offer_host_addresses(config.candidate_addresses)
     context = AgentContext(
         config=config,
-        rooms=RoomRegistry(),
+        rooms=RoomRegistry(
+            max_rooms=config.max_rooms, max_viewers_per_room=config.max_viewers_per_room
+        ),
         ice_servers=[
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in config.ice_servers
@@ -61,11 +82,12 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     )
     app = web.Application(middlewares=[problems])
     app.on_response_prepare.append(add_cors_headers)
-    app[SERVICES] = Services(context=context)
-    app[RESOURCES] = Resources(
+    services = app[SERVICES] = Services(context=context)
+    resources = app[RESOURCES] = Resources(
         max_sessions=config.max_sessions,
         rate_limit=RateLimit(config.http_rate, config.http_burst),
     )
+    app[SHUTTING_DOWN] = asyncio.Event()
     app.add_routes(
         [
             web.get("/", _page("home.html")),
@@ -73,13 +95,17 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
             web.get("/watch/{room}", _page("viewer.html")),
             web.get("/ws", websocket),
             web.get("/api/rooms", _rooms),
+            # Open, as Prometheus and probes expect: no token, no query string (README).
+            web.get("/metrics", make_aiohttp_handler(create_registry(services, resources))),
+            web.get("/healthz", _healthz),
+            web.get("/readyz", _readyz),
             web.static("/static", STATIC),
             *whip.routes,
             *whep.routes,
         ]
     )
     app.on_startup.append(_start_monitors)
-    app.on_shutdown.append(_close_sessions)
+    app.on_shutdown.append(_shut_down)
     app.on_cleanup.append(_stop_monitors)
     return app
 
@@ -104,25 +130,92 @@ async def _rooms(request: web.Request) -> web.Response:
     )
 
 
-async def _close_sessions(app: web.Application) -> None:
-    """Close every signaling socket and WHIP/WHEP session, so that each leaves its room and
-    closes its peer connections before the loop stops."""
+async def _healthz(request: web.Request) -> web.Response:
+    """The process serves HTTP."""
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """The server takes new clients: not once shutdown has begun."""
+    if request.app[SHUTTING_DOWN].is_set():
+        return web.Response(status=503, text="shutting down\n")
+    return web.Response(text="ok\n")
+
+
+async def _shut_down(app: web.Application) -> None:
+    """Runs once the listening sockets are closed: tell every WebSocket client to come back
+    later and close its socket with 1001, close every WHIP/WHEP session, then every signaling
+    session (a dropped socket parks its session) and with it its peer connection."""
+    app[SHUTTING_DOWN].set()
     services = app[SERVICES]
-    sockets = list(services.sockets)
-    await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
+    goodbye = json.dumps(messages.server_shutdown(RETRY_AFTER_SECONDS))
+    await _bounded(
+        "telling clients",
+        GOODBYE_SECONDS,
+        *(_say_goodbye(ws, goodbye) for ws in list(services.sockets)),
         app[RESOURCES].close_all(),
-        return_exceptions=True,
+    )
+    await _bounded(
+        "closing sessions", SESSIONS_SECONDS, services.sessions.close_all("server-shutdown")
     )
 
 
+async def _say_goodbye(ws: web.WebSocketResponse, text: str) -> None:
+    try:
+        await ws.send_str(text)
+    finally:
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server-shutdown")
+
+
+async def _bounded(what: str, seconds: float, *steps: Awaitable[object]) -> None:
+    """Run `steps` together for at most `seconds`: shutdown goes on whatever they do."""
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*steps, return_exceptions=True), seconds)
+    except TimeoutError:
+        logger.warning("shutdown: %s took over %.1f s; going on", what, seconds)
+        return
+    for result in results:
+        # A client that went away meanwhile is no news; anything else is worth a line.
+        if isinstance(result, Exception) and not isinstance(result, ConnectionError):
+            logger.warning("shutdown: %s: %r", what, result)
+
+
 def run(config: Config, secret: str | None = None) -> None:
+    app = create_app(config, secret)
+    configure_gc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux
-        pass
+        asyncio.run(_serve(app, config))
     else:
-        uvloop.install()  # fan-out.md: +20-50 % viewers per core for packet forwarding
-    app = create_app(config, secret)
-    configure_gc()
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log_class=AccessLogger)
+        uvloop.run(_serve(app, config))  # fan-out.md: +20-50 % viewers per core
+
+
+async def _serve(app: web.Application, config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting connections and shut down.
+
+    aiohttp's run_app would raise GracefulExit out of the loop and clean up inside a
+    cancelled task, where a handler slow to finish aborts the rest of the cleanup; here the
+    signal only ends the wait, and the cleanup runs to its end. A second signal is ignored:
+    shutdown is bounded anyway."""
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def stop_on(signum: signal.Signals) -> None:
+        if not stop.done():
+            stop.set_result(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_on, signum)
+    runner = web.AppRunner(
+        app,
+        access_log_class=AccessLogger,
+        keepalive_timeout=75.0,  # web.run_app's, rather than the handler's own hour
+        shutdown_timeout=HANDLER_SECONDS,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+        logger.info("shutting down on %s", (await stop).name)
+    finally:
+        await runner.cleanup()

@@ -13,6 +13,7 @@ from typing import Any, NoReturn, get_origin
 
 from netra.auth import SECRET_FILE, check_room_pattern, load_or_create_secret, mint
 from netra.config import Config, ConfigError, Flag, load_config, setting_name
+from netra.observability.log import configure_logging
 
 logger = logging.getLogger("netra")
 
@@ -93,10 +94,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     if config.auth_secret:
         secret = config.auth_secret
         logger.info("Netra on %s", config.base_url)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
+import aiohttp
 from aiortc.rtp import RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket
 
-from .conftest import Peers
-from .peers import Reception
+from .conftest import Peers, Server
+from .peers import Reception, token
 from .probe import RtpRecord, WireRecord, parse_vp8
 
 
@@ -134,3 +137,35 @@ async def test_a_viewer_pli_brings_a_new_keyframe(peers: Peers) -> None:
     assert fresh.arrival >= sent
     assert fresh.timestamp != first.timestamp
     assert parse_vp8(fresh.payload).picture_id != parse_vp8(first.payload).picture_id
+
+
+async def test_losses_past_repair_resync_the_viewer_which_is_counted_and_plays_on(
+    server: Server, peers: Peers
+) -> None:
+    reception = await watching(peers, "unrepairable")
+    video_ssrc = reception.media_ssrc("video")
+    sent = sorted({r.sequence_number for r in reception.tap.rtp if r.ssrc == video_ssrc})
+
+    # More NACKed packets than the retransmission budget allows (150 at once): the rest
+    # cannot be repaired in time, so the server resyncs the viewer at the next keyframe.
+    for _ in range(1 + 200 // len(sent)):
+        packet = RtcpRtpfbPacket(
+            fmt=RTCP_RTPFB_NACK, ssrc=reception.rtcp_ssrc(), media_ssrc=video_ssrc
+        )
+        packet.lost = sent
+        await reception.send_rtcp(packet)
+
+    async def video_subscription() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http:
+            admin = {"Authorization": f"Bearer {token(admin=True)}"}
+            async with http.get(server.url + "/api/rooms", headers=admin) as response:
+                (room,) = (await response.json())["rooms"]
+        video = next(p for p in room["publications"] if p["kind"] == "video")
+        return dict(video["subscriptions"][0])
+
+    deadline = time.monotonic() + 3
+    while (counts := await video_subscription())["resyncs"] < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert counts["resyncs"] >= 1 and counts["retransmits_refused"] > 0, counts
+    assert counts["retransmitted"] >= 140, counts  # the budget's worth was repaired
+    await reception.wait_more_frames(video=15)  # from the next keyframe on

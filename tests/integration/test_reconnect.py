@@ -3,12 +3,16 @@ connection, and a stream whose media stops says so (docs/protocol.md, "Reconnect
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
 
+import aiohttp
 import pytest
 
 from .conftest import Peers
-from .peers import Publisher, Reception, Viewer
+from .peers import Publisher, Reception, Signaling, Viewer, token
 from .test_stream_lifecycle import watching
 
 
@@ -186,3 +190,48 @@ async def test_a_publisher_that_vanishes_ends_the_stream_within_ten_seconds(
     assert ended["reason"] == "streamer-vanished", ended
     assert took <= 10.0, f"the stream ended {took:.1f} s after the publisher's last packet"
     await viewer.reception.wait_closed_by_server()
+
+
+async def attached(server_url: str, client_id: str) -> bool | None:
+    """Whether /api/rooms shows this client attached to its session (None: not there)."""
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {token(admin=True)}"}
+        async with http.get(server_url + "/api/rooms", headers=admin) as response:
+            rooms = (await response.json())["rooms"]
+    for room in rooms:
+        for participant in room["participants"]:
+            if participant["id"] == client_id:
+                return bool(participant["attached"])
+    return None
+
+
+@pytest.mark.server_config(heartbeat=0.4)
+async def test_a_half_open_client_is_noticed_by_the_heartbeat_and_can_resume(
+    peers: Peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="netra")
+    url = peers.server.url
+    healthy = await peers.viewer("half-open")
+    await healthy.join()
+    async with aiohttp.ClientSession() as http:
+        # A socket that is open but answers nothing: no pong, nothing read.
+        mute = await http.ws_connect(url + "/ws", autoping=False)
+        await mute.send_json({"type": "join", "roomId": "half-open", "role": "viewer"})
+        joined = json.loads((await mute.receive(timeout=5)).data)
+        opened = time.monotonic()
+        deadline = opened + 3
+        while await attached(url, joined["clientId"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        noticed = time.monotonic() - opened
+        assert await attached(url, joined["clientId"]) is False, "still attached after 3 s"
+        assert noticed <= 1.5 * 0.4 + 0.5, f"noticed after {noticed:.2f} s, heartbeat 0.4 s"
+        assert "no pong" in caplog.text
+        await mute.close()
+    assert await attached(url, healthy.signaling.of_type("joined")[-1]["clientId"]) is True
+
+    back = await Signaling.connect(url)
+    await back.send({"type": "join", "roomId": "half-open", "role": "viewer",
+                     "resumeKey": joined["resumeKey"]})  # fmt: skip
+    resumed = await back.next_message("joined")
+    assert resumed["resumed"] is True and resumed["clientId"] == joined["clientId"], resumed
+    await back.close()

@@ -98,6 +98,13 @@ async def test_the_rooms_api_shows_what_is_live_where(server: Server, peers: Pee
     assert kinds["video"]["packets"] > 0
     (subscription,) = kinds["video"]["subscriptions"]
     assert subscription["packets"] > 0 and subscription["send_failures"] == 0
+    # Each participant with its client id, its way in and its connection's state.
+    viewer_id = viewer.signaling.of_type("joined")[-1]["clientId"]
+    by_id = {p["id"]: p for p in room["participants"]}
+    assert by_id[viewer_id] == {"id": viewer_id, "role": "viewer", "via": "ws",
+                                "identity": None, "peer": "connected", "attached": True}
+    streamer_id = publisher.signaling.of_type("joined")[-1]["clientId"]
+    assert by_id[streamer_id]["peer"] == "connected" and by_id[streamer_id]["role"] == "streamer"
 
 
 async def test_the_rooms_api_needs_a_token_with_the_admin_grant(server: Server) -> None:

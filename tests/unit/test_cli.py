@@ -1,3 +1,5 @@
+import io
+import json
 import logging
 import os
 import re
@@ -8,17 +10,23 @@ import pytest
 from netra import cli
 from netra.auth import Authority, Grant, load_or_create_secret
 from netra.errors import NotAuthorised
+from netra.observability.log import TEXT_FORMAT, JsonFormatter, ParticipantLog
 
 SECRET = "a-configured-secret-that-is-long-enough"
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    """No NETRA_* from the runner; the state directory is the test's own."""
+    """No NETRA_* from the runner; the state directory is the test's own; `serve` sets the
+    aioice logger's level, which is put back for the tests that follow."""
     for name in list(os.environ):
         if name.startswith("NETRA_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    aioice = logging.getLogger("aioice")
+    level = aioice.level
+    yield
+    aioice.setLevel(level)
 
 
 def token(capsys, *args: str) -> str:
@@ -117,3 +125,61 @@ def test_serve_with_a_configured_secret_prints_no_token(monkeypatch, caplog, tmp
     assert ran == [SECRET]
     assert [r.getMessage() for r in caplog.records] == ["Netra on https://live.example.org"]
     assert not (tmp_path / "netra").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "level"), [([], logging.WARNING), (["--log-level", "DEBUG"], logging.NOTSET)]
+)
+def test_serve_keeps_aioices_per_check_lines_out_of_the_log_unless_debugging(
+    monkeypatch, flag, level
+):
+    monkeypatch.setattr("netra.app.run", lambda config, *, secret: None)
+    cli.main(["serve", "--auth-secret", SECRET, *flag])
+    assert logging.getLogger("aioice").level == level  # NOTSET: as the root logger, DEBUG
+
+
+def logged(formatter: logging.Formatter, name: str) -> tuple[logging.Logger, io.StringIO]:
+    """A logger of the test's own (not registered with logging: nothing left behind) that
+    writes to a string."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    log = logging.Logger(name, logging.INFO)
+    log.addHandler(handler)
+    return log, out
+
+
+def test_json_log_lines_carry_room_client_and_role_as_fields():
+    log, out = logged(JsonFormatter(), "netra.test-json")
+    participant = ParticipantLog(log, "c0ffee")
+    participant.info("connected from %s", "127.0.0.1")
+    participant.bind("studio", "viewer")
+    participant.info("joined via %s", "ws")
+    log.warning("no one's in particular")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        participant.exception("internal error")
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["message"], line.get("room"), line.get("role")) for line in lines] == [
+        ("connected from 127.0.0.1", "-", "-"),
+        ("joined via ws", "studio", "viewer"),
+        ("no one's in particular", None, None),
+        ("internal error", "studio", "viewer"),
+    ]
+    assert {line.get("client") for line in lines} == {"c0ffee", None}
+    assert [line["level"] for line in lines] == ["INFO", "INFO", "WARNING", "ERROR"]
+    assert {line["logger"] for line in lines} == {"netra.test-json"}
+    assert lines[0]["time"].endswith("+00:00")
+    assert "ValueError: boom" in lines[3]["exception"]  # the traceback, inside its one line
+
+
+def test_text_log_lines_keep_the_room_client_role_prefix():
+    log, out = logged(logging.Formatter(TEXT_FORMAT), "netra.test-text")
+    participant = ParticipantLog(log, "c0ffee")
+    participant.bind("studio", "streamer")
+    participant.info("stream started")
+    assert out.getvalue().endswith(
+        " INFO netra.test-text: room=studio client=c0ffee role=streamer stream started\n"
+    )

@@ -1,9 +1,9 @@
 """How late the event loop wakes up: every packet waits behind whatever holds the loop.
 
 A task asks to sleep SAMPLE_INTERVAL and records how much later it woke; the worst and the
-99th percentile over the last WINDOW samples are what `/api/rooms` reports. A lag of tens of
-milliseconds is latency added to every viewer at once (a garbage collection, a burst of
-joins), which per-packet counters cannot show.
+99th percentile over the last WINDOW samples are what `/api/rooms` and `/metrics` report. A
+lag of tens of milliseconds is latency added to every viewer at once (a garbage collection, a
+burst of joins), which per-packet counters cannot show.
 """
 
 from __future__ import annotations

@@ -108,5 +108,6 @@ class Sessions:
         """Close every session, parked or attached (server shutdown)."""
         sessions = list(self._by_key.values())
         self._by_key.clear()
-        await asyncio.gather(*(session.close(reason) for session in sessions))
+        closing = (session.close(reason) for session in sessions)
+        await asyncio.gather(*closing, return_exceptions=True)
         await asyncio.gather(*self._closing, return_exceptions=True)
