@@ -12,7 +12,7 @@ from netra.auth import Authority, mint
 from netra.config import Config
 from netra.limits import AddressLimits
 from netra.rooms.registry import RoomRegistry
-from netra.signaling.connection import MAX_ERRORS, Connection
+from netra.signaling.connection import MAX_ERRORS, MAX_OUTBOX, MAX_PENDING_FRAMES, Connection
 from netra.signaling.session import MAX_QUEUED
 from netra.signaling.sessions import Sessions
 
@@ -391,3 +391,40 @@ async def test_viewers_need_a_subscribe_token_only_where_the_server_says_so(hub)
         await open_door.stop()
         await locked.stop()
         await locked_hub.close()
+
+
+async def test_a_client_that_stops_reading_is_closed_and_its_session_kept(hub):
+    """Its outbox fills (the socket's writes never complete): the connection is closed as
+    not reading, and the session is parked, so nothing the client missed is lost."""
+    stuck = asyncio.Event()
+    closed: list[tuple[int, str]] = []
+
+    async def never_sends(text):
+        await stuck.wait()
+
+    async def close(code, reason):
+        closed.append((code, reason))
+
+    connection = Connection(sessions=hub.sessions, send=never_sends, close=close,
+                            address="192.0.2.9", limits=hub.addresses,
+                            message_rate=1000.0)  # fmt: skip
+    task = asyncio.create_task(connection.run())
+    connection.receive(json.dumps({"type": "join", "roomId": "r", "role": "viewer"}))
+    async with asyncio.timeout(5):
+        while connection.session is None:
+            await asyncio.sleep(0.01)
+    session = connection.session
+    for _ in range(MAX_OUTBOX):
+        session.stream_resumed()  # more than the outbox holds
+    await asyncio.wait_for(task, 5)
+    assert closed == [(1008, "client not reading")]
+    assert session.link is None and not session.ended  # parked, with what was not written
+    assert len(session._queue) > 0
+
+
+async def test_a_flood_of_frames_faster_than_they_are_handled_closes_the_connection(hub):
+    client = Client(hub)
+    for n in range(MAX_PENDING_FRAMES + 1):  # all at once: none handled in between
+        client.send({"type": "ping", "id": n})
+    await asyncio.wait_for(client.task, 5)
+    assert client.closed_with == (1008, "too many unprocessed messages")

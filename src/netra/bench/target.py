@@ -146,6 +146,9 @@ class _NetraSession:
         await self._ws.send_str(json.dumps(message))
 
     async def close(self) -> None:
+        # Say so: a socket closed without `leave` keeps its session for the grace period.
+        with contextlib.suppress(Exception):
+            await self.send({"type": "leave"})
         await close_socket(self._http, self._ws, self._reader)
 
 
