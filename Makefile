@@ -6,7 +6,8 @@ HOST ?= 0.0.0.0
 PORT ?= 8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test bench install install-test install-bench chromium janus clients netns lint clean
+.PHONY: serve test bench install install-test install-bench chromium firefox janus clients netns \
+  lint clean
 
 $(BIN)/netra: pyproject.toml
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -35,6 +36,14 @@ chromium:
 	  echo "installing Debian's chromium"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+# Debian's Firefox ESR, driven over WebDriver BiDi (tests/e2e/firefox.py); no geckodriver.
+firefox:
+	@if [ ! -x /usr/bin/firefox-esr ]; then \
+	  echo "installing Debian's firefox-esr"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firefox-esr; \
 	fi
 
 # Janus (Debian's 1.1.2) is the side-by-side peer of `netra bench --against janus` and of its
@@ -75,7 +84,7 @@ lint: install-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src/netra
 
-test: install-test chromium janus clients netns lint
+test: install-test chromium firefox janus clients netns lint
 	$(NETNS) $(BIN)/python -m pytest -q
 
 # The published comparison: Netra and Janus interleaved, three ladders each (~20 min).
