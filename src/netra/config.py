@@ -149,7 +149,7 @@ class Config(BaseSettings):
     max_viewers_per_room: Annotated[int, Field(ge=1), Flag("viewers in one room", "N")] = 1000
     max_connections_per_address: Annotated[
         int, Field(ge=1), Flag("WebSocket connections from one client address", "N")
-    ] = 50
+    ] = 1000
     message_rate: Annotated[
         float,
         Field(gt=0),
@@ -157,7 +157,7 @@ class Config(BaseSettings):
     ] = 20.0
     join_rate: Annotated[
         int, Field(ge=1), Flag("join attempts per client address per minute", "N")
-    ] = 60
+    ] = 1200
     log_format: Annotated[
         Literal["text", "json"], Flag("text, or json: one JSON object per line", "FORMAT")
     ] = "text"

@@ -428,3 +428,20 @@ async def test_a_flood_of_frames_faster_than_they_are_handled_closes_the_connect
         client.send({"type": "ping", "id": n})
     await asyncio.wait_for(client.task, 5)
     assert client.closed_with == (1008, "too many unprocessed messages")
+
+
+async def test_a_resume_is_not_counted_against_the_join_rate():
+    hub = Hub(Config(join_rate=1))
+    try:
+        first = Client(hub)
+        joined = await first.join("r", "viewer")
+        await first.stop()
+        back = Client(hub)  # a network blip: every client comes back at once
+        assert (await back.join("r", "viewer", resumeKey=joined["resumeKey"]))["resumed"]
+        stranger = Client(hub)
+        refused = await stranger.error({"type": "join", "roomId": "r", "role": "viewer"})
+        assert refused["code"] == "too-many-joins", refused
+        await back.stop()
+        await stranger.stop()
+    finally:
+        await hub.close()

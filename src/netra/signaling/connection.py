@@ -205,6 +205,7 @@ class Connection:
     async def _join(self, message: m.Join) -> None:
         if self.session is not None:
             raise ProtocolError("already joined; send leave first", code="already-joined")
-        self._limits.join(self._address)
-        self.session = await self._sessions.join(self, message)
+        self.session = await self._sessions.join(
+            self, message, admit=lambda: self._limits.join(self._address)
+        )
         self.log = self.session.log

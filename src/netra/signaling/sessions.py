@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from time import monotonic
 
 from netra.agents.agent import AgentContext
@@ -37,8 +38,12 @@ class Sessions:
     def parked(self) -> int:
         return sum(1 for session in self._by_key.values() if session.link is None)
 
-    async def join(self, link: Link, message: m.Join) -> SignalingSession:
-        """Resume the session `message.resumeKey` names, when it may be; else a new one."""
+    async def join(
+        self, link: Link, message: m.Join, admit: Callable[[], None] = lambda: None
+    ) -> SignalingSession:
+        """Resume the session `message.resumeKey` names, when it may be; else a new one,
+        if `admit()` (the per-address join limit) does not raise: a resume is not counted,
+        so that every client can come back at once after a network blip."""
         resume_error = None
         if message.resumeKey is not None:
             found = self._by_key.get(message.resumeKey)
@@ -49,6 +54,7 @@ class Sessions:
                 self._by_key[found.key] = found
                 return found
             self._context.events["resumes_refused"] += 1
+        admit()
         session = SignalingSession(self, self._context, message.role)
         try:
             await session.join(link, message, resume_error)
