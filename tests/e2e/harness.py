@@ -81,14 +81,18 @@ class NetraServer:
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    # When the last start() first got an answer: time.monotonic() and time.time().
+    listening_at: float = 0.0
+    listening_wall: float = 0.0
     _log: IO[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        """Start the server and return once `GET /` answers 200."""
+    def start(self, poll_interval: float = 0.1) -> None:
+        """Start the server and return once `GET /` answers 200 (asked every
+        `poll_interval` s; `listening_at` is when it first did)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         command = [
@@ -113,11 +117,12 @@ class NetraServer:
             try:
                 with urllib.request.urlopen(self.base_url + "/", timeout=1) as response:
                     if response.status == 200:
+                        self.listening_at, self.listening_wall = time.monotonic(), time.time()
                         return
                     last_error = f"HTTP {response.status}"
             except (urllib.error.URLError, OSError) as exc:
                 last_error = str(exc)
-            time.sleep(0.1)
+            time.sleep(poll_interval)
         self.stop()
         raise ServerError(
             f"netra serve did not answer GET / within {self.startup_timeout:.0f} s"
@@ -131,6 +136,14 @@ class NetraServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def restart(self) -> float:
+        """Stop the server (SIGTERM: it tells its clients `server-shutdown`) and start a new one
+        on the same port; returns the monotonic time it answered again (asked every 20 ms, so
+        that it is within 20 ms of when it listened)."""
+        self.stop()
+        self.start(poll_interval=0.02)
+        return self.listening_at
 
     def token(self, room: str = "*", *grants: str) -> str:
         """A token of this server's, for `room` with these grants (publish, subscribe, admin)."""
@@ -202,7 +215,13 @@ class Tab:
         await self.page.goto(self.base_url + path, timeout=15_000)
 
     async def close(self) -> None:
-        await self.context.close()
+        """Close the tab as a person does: the page gets its pagehide (and so leaves the room;
+        Playwright's own close skips the page's unload handlers), then the context goes."""
+        try:
+            async with self.page.expect_event("close", timeout=5_000):
+                await self.page.close(run_before_unload=True)
+        finally:
+            await self.context.close()
 
 
 class Pages:
@@ -340,6 +359,35 @@ async def wait_video_size(tab: Tab, width: int, height: int, timeout: float) -> 
     )
 
 
+# What a person sees of an element: it takes room on the screen, is not transparent or hidden
+# by an ancestor, and at its centre it is the topmost thing (not covered by something else).
+SEEN = """(e) => {
+  const box = e.getBoundingClientRect();
+  if (box.width === 0 || box.height === 0) return false;
+  for (let n = e; n; n = n.parentElement) {
+    const style = getComputedStyle(n);
+    if (style.display === 'none' || style.visibility === 'hidden' || style.opacity === '0') {
+      return false;
+    }
+  }
+  const x = box.left + box.width / 2, y = box.top + box.height / 2;
+  if (x < 0 || y < 0 || x > innerWidth || y > innerHeight) return false;
+  const top = document.elementFromPoint(x, y);
+  return top !== null && (top === e || e.contains(top));
+}"""
+
+
+async def seen(tab: Tab, selector: str) -> bool:
+    """Whether a person looking at the page sees `selector` (Playwright's is_visible, and
+    not transparent, off screen or covered)."""
+    locator = tab.page.locator(selector)
+    if not await locator.is_visible():
+        return False
+    await locator.scroll_into_view_if_needed()
+    visible: bool = await locator.evaluate(SEEN)
+    return visible
+
+
 FRAME_COUNTS = """() => {
   const v = document.querySelector('[data-role=remote-video]');
   return {decoded: v.getVideoPlaybackQuality().totalVideoFrames,
@@ -350,6 +398,39 @@ FRAME_COUNTS = """() => {
 async def frame_counts(tab: Tab) -> dict[str, int]:
     counts: dict[str, int] = await tab.page.evaluate(FRAME_COUNTS)
     return counts
+
+
+# Record the wall-clock time (ms) of every frame the remote video presents from now on, in
+# the page (requestVideoFrameCallback), so that a gap is measured where it happens and not by
+# a test-side poll that a busy machine delays.
+START_FRAME_LOG = """() => {
+  const video = document.querySelector('[data-role=remote-video]');
+  const log = [];
+  window.frameLog = log;
+  const onFrame = (now) => {
+    if (window.frameLog !== log) return;
+    log.push(performance.timeOrigin + now);
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}"""
+
+
+async def start_frame_log(tab: Tab) -> None:
+    await tab.page.evaluate(START_FRAME_LOG)
+
+
+async def frame_log(tab: Tab) -> list[float]:
+    """Wall-clock ms (time.time() * 1000) of each frame presented since start_frame_log."""
+    times: list[float] = await tab.page.evaluate("() => window.frameLog.slice()")
+    return times
+
+
+def longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch (ms) without a frame between wall-clock ms `start` and `end`."""
+    inside = [t for t in times if start <= t <= end]
+    points = [start, *inside, end]
+    return max(later - earlier for earlier, later in zip(points, points[1:], strict=False))
 
 
 # --- steps every browser test takes -------------------------------------------------
@@ -363,12 +444,22 @@ def remaining(since: float, budget: float) -> float:
     return budget - (time.monotonic() - since)
 
 
-async def go_live(streamer: Tab) -> float:
-    """Click "Go live" once the page has joined; returns the monotonic time of the click."""
+async def go_live(streamer: Tab, within: float | None = None) -> float:
+    """Click "Go live" once the page has joined; returns the monotonic time of the click.
+    With `within`, the page must say it is live (its peer connection connected) within that
+    many seconds of the click, as the page itself measured it."""
     await wait_state(streamer, "waiting", timeout=10, joined=True)
     clicked = time.monotonic()
     await streamer.page.click("[data-action=go-live]")
-    await wait_state(streamer, "live", timeout=10)
+    await wait_state(streamer, "live", timeout=10 if within is None else within + 2)
+    if within is not None:
+        marks = await streamer.page.evaluate("() => window.netra.marks")
+        took = (marks["live"] - marks["goLive"]) / 1000
+        print(f"streamer connected {took:.2f} s after Go live")
+        assert took <= within, (
+            f"the streamer was connected {took:.2f} s after Go live (budget {within:.1f} s);"
+            f" its marks (ms since it opened): {marks}"
+        )
     return clicked
 
 
@@ -380,16 +471,21 @@ async def assert_frames_advance(tabs: list[Tab], what: str) -> None:
     viewer freezes once then; a stream that has stopped still fails here.
     """
     before = await asyncio.gather(*(frame_counts(tab) for tab in tabs))
-    for index, (tab, first) in enumerate(zip(tabs, before, strict=True)):
-        await wait_until(
-            tab,
-            "(first) => { const v = document.querySelector('[data-role=remote-video]');"
-            " return v.getVideoPlaybackQuality().totalVideoFrames > first.decoded"
-            " && window.netra.frames.count > first.rendered; }",
-            f"{what} {index}: more frames decoded and presented than {first}",
-            timeout=3.0,
-            arg=first,
+    # Concurrently, each with its own 3 s: one slow page does not eat the others' time.
+    await asyncio.gather(
+        *(
+            wait_until(
+                tab,
+                "(first) => { const v = document.querySelector('[data-role=remote-video]');"
+                " return v.getVideoPlaybackQuality().totalVideoFrames > first.decoded"
+                " && window.netra.frames.count > first.rendered; }",
+                f"{what} {index}: more frames decoded and presented than {first}",
+                timeout=3.0,
+                arg=first,
+            )
+            for index, (tab, first) in enumerate(zip(tabs, before, strict=True))
         )
+    )
 
 
 # --- the signaling socket, seen and steered from the test ---------------------------------
@@ -429,19 +525,29 @@ class SignalingTap:
     Every message is recorded; `up` and `down` hooks may change or swallow messages on their
     way; `drop()` kills a socket the way a network does. Measured: context.set_offline() does
     not touch an open WebSocket (a live streamer stayed live and kept its socket for 15 s), so
-    this is how a test takes a page's signaling away.
+    this is how a test takes a page's signaling away. Measured too: what a tapped page sends
+    as it closes (its `leave` on pagehide) never reaches the server, since Playwright ends a
+    page's routed sockets with the page; untapped pages' last messages do arrive.
     """
 
     def __init__(self, up: Hook | None = None, down: Hook | None = None) -> None:
         self.up = up
         self.down = down
         self.sockets: list[TappedSocket] = []
+        # While set, the page's new sockets die at once without reaching the server, like
+        # connects on a network that is down.
+        self.offline = False
+        self.refused: list[float] = []  # when each of those was refused (time.monotonic())
 
     async def attach(self, tab: Tab) -> None:
         """Tap every /ws the tab opens from now on (call before tab.goto)."""
         await tab.page.route_web_socket(re.compile(r"/ws$"), self._route)
 
     def _route(self, page_end: WebSocketRoute) -> None:
+        if self.offline:
+            self.refused.append(time.monotonic())
+            asyncio.ensure_future(_close(page_end, 4999, "network down (test)"))
+            return
         server_end = page_end.connect_to_server()
         tapped = TappedSocket(page_end, server_end)
         self.sockets.append(tapped)
@@ -494,6 +600,16 @@ class SignalingTap:
         tapped.cut = True
         # The server's end is a real browser WebSocket: 1000 or 3000-4999 only (1001 is ignored).
         await _close(tapped.server_end, 1000, "dropped by the test")
+
+    async def outage(self, tapped: TappedSocket, seconds: float) -> None:
+        """The page's network goes away for `seconds`: its socket dies (the server sees it
+        close), and every reconnect meanwhile fails."""
+        self.offline = True
+        try:
+            await self.drop(tapped, server_notices=True)
+            await asyncio.sleep(seconds)  # the outage itself, not a wait for a condition
+        finally:
+            self.offline = False
 
 
 async def tapped_tab(pages: Pages, path: str, tap: SignalingTap) -> Tab:

@@ -21,6 +21,7 @@ from .harness import (
     go_live,
     new_room,
     remaining,
+    seen,
     tapped_tab,
     wait_state,
     wait_until,
@@ -32,6 +33,10 @@ pytestmark = pytest.mark.browser
 
 # The brief: every viewer plays 1280x720 within this many seconds of "Go live".
 FULL_SIZE_WITHIN = 10.0
+# Issue 9's criteria, as a person would time them: a viewer who opens the link of a live
+# stream sees its first frame within 5 s; a streamer is connected within 3 s of Go live.
+FIRST_FRAME_WITHIN = 5.0
+CONNECTED_WITHIN = 3.0
 
 
 # The debug panel is open, and shows (table and log) a stats sample newer than `since` in
@@ -43,21 +48,60 @@ DEBUG_PANEL_FILLED = """(since) => {
     && document.querySelector('[data-role=stats-log]').textContent.trim() !== '';
 }"""
 
-# Whether the viewer's <video> is muted, and whether the "Click to unmute" prompt shows.
-SOUND = """() => ({
-  muted: document.querySelector('[data-role=remote-video]').muted,
-  prompt: !document.querySelector('[data-action=click-to-unmute]').hidden,
-})"""
+UNMUTE_PROMPT = "[data-action=click-to-unmute]"
+# A page's milestones (ui.js window.netra.marks) and the wall-clock ms its clock starts at.
+HOOK = "() => ({origin: performance.timeOrigin, marks: window.netra.marks})"
+
+
+async def sound(viewer: Tab) -> dict[str, bool]:
+    """Whether the viewer's <video> is muted, and whether a person sees the "Click to unmute"
+    prompt (not merely whether the page meant to hide it)."""
+    muted = await viewer.page.evaluate("document.querySelector('[data-role=remote-video]').muted")
+    return {"muted": muted, "prompt": await seen(viewer, UNMUTE_PROMPT)}
+
+
+async def assert_first_frame_in_time(viewer: Tab, what: str) -> float:
+    """Check that `viewer`, which opened the link of a live stream and has shown a frame, did
+    so within FIRST_FRAME_WITHIN of opening it; returns that time in seconds."""
+    # The page marks it at the frame's presentation, a moment after the <video> has a size.
+    marks = await wait_until(
+        viewer, "() => 'firstFrame' in window.netra.marks && window.netra.marks", "a frame", 2
+    )
+    # The page's clock starts when it began to load the link (performance.timeOrigin).
+    first: float = marks["firstFrame"] / 1000
+    assert first <= FIRST_FRAME_WITHIN, (
+        f"{what} showed its first frame {first:.2f} s after opening the link"
+        f" (budget {FIRST_FRAME_WITHIN:.0f} s); its marks (ms): {marks}"
+    )
+    return first
+
+
+async def plays_in_time(viewer: Tab, what: str, clicked_wall: float) -> tuple[float, float]:
+    """Wait for `viewer`, which opened the link of a live stream, to play 1280x720, then check
+    the times its page measured: its first frame within FIRST_FRAME_WITHIN of opening the link
+    and 1280x720 within FULL_SIZE_WITHIN of Go live (`clicked_wall`, wall-clock ms). Returns
+    both, in seconds."""
+    # A generous wait, so that a late viewer fails with how late it was.
+    await wait_video_size(viewer, 1280, 720, timeout=FULL_SIZE_WITHIN + 10)
+    await wait_until(viewer, "() => 'first720' in window.netra.marks", "a 1280x720 frame", 2)
+    page = await viewer.page.evaluate(HOOK)
+    marks = page["marks"]
+    first = await assert_first_frame_in_time(viewer, what)
+    full = (page["origin"] + marks["first720"] - clicked_wall) / 1000
+    assert full <= FULL_SIZE_WITHIN, (
+        f"{what} played 1280x720 {full:.2f} s after Go live (budget {FULL_SIZE_WITHIN:.0f} s);"
+        f" its marks (ms since it opened the link): {marks}"
+    )
+    return first, full
 
 
 async def save_timings(streamer: Tab, viewers: list[Tab], path: Path) -> None:
     """Write when each viewer showed its first 1280x720 frame, in ms after "Go live"."""
-    hook = "() => ({origin: performance.timeOrigin, marks: window.netra.marks})"
-    s = await streamer.page.evaluate(hook)
+    s = await streamer.page.evaluate(HOOK)
     clicked = s["origin"] + s["marks"]["goLive"]
     rows = []
     for viewer in viewers:
-        v = await viewer.page.evaluate(hook)
+        v = await viewer.page.evaluate(HOOK)
         rows.append({k: round(v["origin"] + ms - clicked) for k, ms in v["marks"].items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"msAfterGoLive": rows}, indent=1))
@@ -71,16 +115,24 @@ async def test_five_viewers_play_720p_and_see_the_stream_end(
     # Five users with a browser open (new contexts cost ~0.4 s of CPU each on a 2-core machine,
     # which is the browser's start-up, not Netra's)...
     viewers = list(await asyncio.gather(*(pages.new_tab() for _ in range(5))))
-    clicked = await go_live(streamer)
+    await go_live(streamer, within=CONNECTED_WITHIN)
+    s = await streamer.page.evaluate(HOOK)
+    clicked_wall = s["origin"] + s["marks"]["goLive"]
 
-    # ...open the link at about the same time once the stream is live.
+    # ...open the link at about the same time once the stream is live. Each viewer is waited
+    # for on its own, all at once: a viewer that plays is not failed by a slow one before it.
     await asyncio.gather(*(viewer.goto(f"/watch/{room}") for viewer in viewers))
-    for index, viewer in enumerate(viewers):
-        budget = remaining(clicked, FULL_SIZE_WITHIN)
-        try:
-            await wait_video_size(viewer, 1280, 720, timeout=budget)
-        except AssertionError as exc:
-            raise AssertionError(f"viewer {index} (of 5), within 10 s of Go live: {exc}") from None
+    times = await asyncio.gather(
+        *(
+            plays_in_time(viewer, f"viewer {index} (of 5)", clicked_wall)
+            for index, viewer in enumerate(viewers)
+        )
+    )
+    print(
+        "5 viewers at once, first frame after opening the link (s):"
+        f" {sorted(round(first, 2) for first, _ in times)};"
+        f" 1280x720 after Go live (s): {sorted(round(full, 2) for _, full in times)}"
+    )
     await assert_frames_advance(viewers, "viewer")
     for viewer in viewers:
         await wait_state(viewer, "live", timeout=2)
@@ -119,14 +171,14 @@ async def test_a_viewer_who_came_early_waits_then_plays_by_itself(
 
     streamer = await pages.open(pages.streamer_path(room))
     await wait_viewer_count(streamer, 1, timeout=5)
-    clicked = await go_live(streamer)
+    clicked = await go_live(streamer, within=CONNECTED_WITHIN)
 
     await wait_video_size(viewer, 1280, 720, timeout=remaining(clicked, FULL_SIZE_WITHIN))
     await wait_state(viewer, "live", timeout=2)
     await assert_frames_advance([viewer], "viewer")
     # The test read this page before the stream began, which counts as a click (harness.py):
     # like a user who has touched the page, the viewer hears at once, with no prompt.
-    assert await viewer.page.evaluate(SOUND) == {"muted": False, "prompt": False}
+    assert await sound(viewer) == {"muted": False, "prompt": False}
 
 
 async def test_a_second_streamer_in_a_room_is_refused(netra: NetraServer, pages: Pages) -> None:
@@ -190,32 +242,6 @@ async def test_the_home_page_leads_to_a_room(netra: NetraServer, pages: Pages) -
     assert '"GET /stream/my_room-1"' in netra.log_tail(400)
 
 
-async def test_streamer_and_viewer_come_back_after_a_server_restart(
-    netra: NetraServer, pages: Pages
-) -> None:
-    room = new_room()
-    streamer = await pages.open(pages.streamer_path(room))
-    await go_live(streamer)
-    viewer = await pages.open(f"/watch/{room}")
-    await wait_state(viewer, "live", timeout=10)
-
-    netra.stop()
-    await wait_state(streamer, "reconnecting", timeout=5)
-    await wait_state(viewer, "reconnecting", timeout=5)
-    netra.start()  # same port: the pages reconnect with back-off and join again
-
-    await wait_state(streamer, "live", timeout=20)
-    await wait_until(
-        viewer,
-        "() => document.body.dataset.state === 'live'"
-        " && window.netra.client.marks.joined !== undefined"
-        " && document.querySelector('[data-role=remote-video]').videoWidth > 0",
-        "the viewer to play again after the restart",
-        timeout=20,
-    )
-    await assert_frames_advance([viewer], "viewer")
-
-
 async def test_a_viewer_nobody_has_clicked_plays_muted_and_unmutes_with_one_click(
     netra: NetraServer, pages: Pages
 ) -> None:
@@ -231,30 +257,28 @@ async def test_a_viewer_nobody_has_clicked_plays_muted_and_unmutes_with_one_clic
 
     # Sound was refused without a click: the picture plays anyway, muted, and says so.
     await wait_video_size(viewer, 1280, 720, timeout=10)
-    await wait_until(
-        viewer, "() => !document.querySelector('[data-action=click-to-unmute]').hidden",
-        "the click-to-unmute prompt", timeout=5,
-    )  # fmt: skip
-    assert await viewer.page.evaluate(SOUND) == {"muted": True, "prompt": True}
-    assert await viewer.page.is_visible("text=Click to unmute")
+    await assert_first_frame_in_time(viewer, "the viewer")
+    await viewer.page.locator(UNMUTE_PROMPT).wait_for(state="visible", timeout=5_000)
+    assert await sound(viewer) == {"muted": True, "prompt": True}
     await assert_frames_advance([viewer], "viewer")
 
-    # One click and it plays with sound, and the prompt goes.
-    await viewer.page.click("[data-action=click-to-unmute]")
+    # One click and it plays with sound, and the prompt is gone from the screen.
+    await viewer.page.click(UNMUTE_PROMPT)
     await wait_until(
         viewer,
         "() => { const v = document.querySelector('[data-role=remote-video]');"
-        " return !v.muted && !v.paused"
-        " && document.querySelector('[data-action=click-to-unmute]').hidden; }",
+        " return !v.muted && !v.paused; }",
         "the video to play unmuted after the click",
         timeout=5,
     )
+    await viewer.page.locator(UNMUTE_PROMPT).wait_for(state="hidden", timeout=2_000)
+    assert await sound(viewer) == {"muted": False, "prompt": False}
     assert await viewer.page.text_content("[data-action=mute]") == "Mute"
     await assert_frames_advance([viewer], "viewer")
 
     # Muting is the user's choice now: no prompt to undo it.
     await viewer.page.click("[data-action=mute]")
-    assert await viewer.page.evaluate(SOUND) == {"muted": True, "prompt": False}
+    assert await sound(viewer) == {"muted": True, "prompt": False}
     assert await viewer.page.text_content("[data-action=mute]") == "Unmute"
 
 

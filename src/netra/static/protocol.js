@@ -18,13 +18,16 @@
  */
 
 /** @typedef {'streamer' | 'viewer'} Role */
-/** @typedef {'waiting' | 'connecting' | 'live' | 'reconnecting' | 'ended' | 'error'} State */
+/**
+ * @typedef {'waiting' | 'connecting' | 'live' | 'stalled' | 'reconnecting' | 'ended' | 'error'}
+ *   State
+ */
 
 /**
  * @typedef {object} StateChange
  * @property {State} state
  * @property {State} previous
- * @property {string} reason  a protocol word: `joined`, `streamer-left`, `streamer-exists`, …
+ * @property {string} reason  a protocol word: `joined`, `streamer-left`, `no-media`, …
  * @property {string} [message]  human text, for errors
  * @property {number} at  performance.now()
  */
@@ -35,11 +38,16 @@
  * @property {string} roomId
  * @property {Role} role
  * @property {string} [token]
+ * @property {string | null} [resumeKey]  kept by an earlier page of this tab (a reload): the
+ *   first join asks for that session back
  * @property {number} [pingInterval]  ms between pings (10 000)
- * @property {number} [backoffBase]  first reconnect delay in ms (500)
- * @property {number} [backoffMax]  longest reconnect delay in ms (8 000)
+ * @property {number} [backoffBase]  first reconnect delay in ms (BACKOFF_BASE_MS)
+ * @property {number} [backoffMax]  longest reconnect delay in ms (BACKOFF_MAX_MS)
  * @property {number} [openTimeout]  ms a WebSocket may take to open (10 000)
- * @property {number} [disconnectedGrace]  ms a peer connection may stay `disconnected` (8 000)
+ * @property {number} [disconnectedGrace]  ms a viewer's peer connection may stay
+ *   `disconnected` before the viewer starts over (8 000)
+ * @property {number} [republishAfter]  ms a streamer's peer connection may stay
+ *   `disconnected` before the streamer publishes on a new one (2 000)
  */
 
 /** Room ids: 1–64 of [A-Za-z0-9_-] (docs/protocol.md, `join`). */
@@ -78,20 +86,89 @@ export function signalingUrl(location) {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 }
 
+/*
+ * Reconnect timing. A page must play again within 3 s of the server coming back, so the
+ * back-off is short: 250 ms, doubling, capped at 1.5 s, each delay drawn uniformly from the
+ * upper half of its step (full jitter over [50 %, 100 %]) so that clients dropped together
+ * spread out instead of returning together.
+ *
+ * What that costs a server that stays away: at the cap a client retries every 0.75–1.5 s,
+ * 1.125 s on average, so 500 waiting clients make 500 / 1.125 ≈ 444 attempts per second
+ * (each a refused TCP connect while nothing listens). After `server-shutdown` the first
+ * attempts are spread uniformly over the 1.5 s after `retryAfter`: 500 / 1.5 ≈ 333 joins per
+ * second when the server returns.
+ */
+export const BACKOFF_BASE_MS = 250;
+export const BACKOFF_MAX_MS = 1500;
+
 /**
- * Exponential back-off with jitter: base·2^attempt capped at max, then a random
- * point in its upper half, so that clients dropped together do not return together.
+ * Exponential back-off with jitter: base·2^attempt capped at max, then a random point in its
+ * upper half.
  * @param {number} attempt  0 for the first retry
  * @param {number} [base]
  * @param {number} [max]
  * @param {() => number} [random]
  */
-export function backoffDelay(attempt, base = 500, max = 8000, random = Math.random) {
+export function backoffDelay(
+  attempt,
+  base = BACKOFF_BASE_MS,
+  max = BACKOFF_MAX_MS,
+  random = Math.random,
+) {
   const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 30));
   return ceiling / 2 + random() * (ceiling / 2);
 }
 
-/** Codecs that only repair or carry others, never decoded on their own. */
+/**
+ * The wait after `server-shutdown`: `retryAfter` seconds (as the server asked; at most a
+ * minute, whatever it says), then a random point in the next `spread` ms.
+ * @param {unknown} retryAfter  seconds, from the message
+ * @param {number} [spread]  ms
+ * @param {() => number} [random]
+ */
+export function shutdownDelay(retryAfter, spread = BACKOFF_MAX_MS, random = Math.random) {
+  const seconds = typeof retryAfter === "number" && Number.isFinite(retryAfter) ? retryAfter : 0;
+  return Math.min(Math.max(seconds, 0), 60) * 1000 + random() * spread;
+}
+
+/*
+ * A live streamer's page keeps its session's resume key for a reload of the same tab
+ * (sessionStorage), and only across it: the key is written when the page goes away (pagehide)
+ * and taken out as the next page starts. A duplicated tab, which copies sessionStorage,
+ * therefore never finds the key of a page that is still open (it would take that page's
+ * session away: `replaced`). See ui.js endWithPage for why other pages leave instead.
+ */
+
+/** @param {string} roomId @param {Role} role */
+function resumeStorageKey(roomId, role) {
+  return `netra.resume.${role}.${roomId}`;
+}
+
+/**
+ * The key an earlier page of this tab left for this room and role, removed from storage.
+ * @param {Storage} storage  sessionStorage
+ * @param {string} roomId
+ * @param {Role} role
+ * @returns {string | null}
+ */
+export function takeResumeKey(storage, roomId, role) {
+  const key = storage.getItem(resumeStorageKey(roomId, role));
+  storage.removeItem(resumeStorageKey(roomId, role));
+  return key;
+}
+
+/**
+ * Leave `key` for the next page of this tab (call it as the page goes away).
+ * @param {Storage} storage
+ * @param {string} roomId
+ * @param {Role} role
+ * @param {string | null} key  null: leave nothing (the session was left or taken over)
+ */
+export function keepResumeKey(storage, roomId, role, key) {
+  if (key === null) storage.removeItem(resumeStorageKey(roomId, role));
+  else storage.setItem(resumeStorageKey(roomId, role), key);
+}
+
 const HELPER_CODECS = new Set(["rtx", "red", "ulpfec", "flexfec-03"]);
 
 /**
@@ -135,24 +212,31 @@ export function preferCodec(codecs, mimeType) {
   return [...first, ...rest];
 }
 
+
 /*
  * Which failures stop the client (docs/protocol.md, "Reconnecting"). A final one puts it in
  * `error`, closes everything and never reconnects; only connect() or publish() starts again:
- *   - `invalid-room` (the page's own check) and any other refused `join` but the two below:
- *     the same join would be refused again (a bad room id or token);
- *   - `streamer-exists` on the first join of a session: there is another streamer;
+ *   - `invalid-room` (the page's own check) and a `join` refused for what it is (a bad room
+ *     id, `unauthorized`, `forbidden`): the same join would be refused again;
+ *   - `streamer-exists` on the first join of a page: there is another streamer;
  *   - `replaced`, or a close with 4001: a newer connection of this same client took over;
  *   - `too-many-errors`, or a close with 1008: the server gave up on this connection.
  * Everything else is recoverable: the client reconnects after any later drop, whatever its
  * state. In particular:
+ *   - a dropped WebSocket: the session outlives it on the server, so the client keeps its
+ *     peer connection and media, reconnects and joins with its resume key; `resumed: true`
+ *     gives everything back with nothing renegotiated;
  *   - `streamer-exists` on a re-join: the server has not yet noticed that our old socket
  *     died; retry with back-off, `reconnecting`;
+ *   - a `join` refused because the server is busy (`too-many-joins`, `too-many-connections`,
+ *     `room-full`, `too-many-rooms`, `rate-limited`): retry with a longer back-off;
  *   - `internal-error` on `join`, and `not-joined` (we and the server disagree on whether we
  *     are joined): start over on a new socket, with back-off;
  *   - refusals of one `offer` or `answer` (`negotiation-failed`, `out-of-order`, …): `error`
  *     for that negotiation, the session stays up;
- *   - `stream-ended` other than `streamer-left` for a streamer who never pressed Stop: publish
- *     again with back-off, `reconnecting`.
+ *   - a streamer's failed peer connection, or `stream-ended` other than `streamer-left` for a
+ *     streamer who never pressed Stop: publish again on the same session, `reconnecting`;
+ *   - a viewer's failed peer connection: leave and join afresh, which brings a new offer.
  */
 
 /** Close codes of the server after which reconnecting would repeat the failure. */
@@ -160,6 +244,24 @@ const FINAL_CLOSE_CODES = new Map([
   [1008, ["too-many-errors", "the server closed the connection (1008)"]],
   [4001, ["replaced", "this client joined again from another connection (4001)"]],
 ]);
+
+/** `join` refusals that say "not now" rather than "never". */
+const BUSY_CODES = new Set([
+  "too-many-joins",
+  "too-many-connections",
+  "room-full",
+  "too-many-rooms",
+  "rate-limited",
+]);
+/** A busy server is retried more gently: from 2 s, doubling, up to 30 s. */
+const BUSY_BACKOFF_BASE_MS = 2000;
+const BUSY_BACKOFF_MAX_MS = 30_000;
+
+/** What a probe (see retryNow) waits for any answer on an open socket. */
+const PROBE_TIMEOUT_MS = 2000;
+
+/** What still concerns us between a `leave` that starts over and the next `joined`. */
+const STILL_OURS = new Set(["joined", "error", "pong", "server-shutdown"]);
 
 const WS_OPEN = 1;
 
@@ -179,6 +281,10 @@ export class PageClient extends EventTarget {
     /** @type {Record<string, number>} first performance.now() of each milestone */
     this.marks = {};
   }
+
+  /** The network is back (the browser's `online` event): try now rather than after the
+   * back-off. Clients that retry by themselves override it. */
+  retryNow() {}
 
   /**
    * @param {State} state
@@ -222,10 +328,11 @@ export class NetraClient extends PageClient {
     this.role = options.role;
     this.token = options.token;
     this.pingInterval = options.pingInterval ?? 10_000;
-    this.backoffBase = options.backoffBase ?? 500;
-    this.backoffMax = options.backoffMax ?? 8_000;
+    this.backoffBase = options.backoffBase ?? BACKOFF_BASE_MS;
+    this.backoffMax = options.backoffMax ?? BACKOFF_MAX_MS;
     this.openTimeout = options.openTimeout ?? 10_000;
     this.disconnectedGrace = options.disconnectedGrace ?? 8_000;
+    this.republishAfter = options.republishAfter ?? 2_000;
 
     /** @type {string | null} */
     this.clientId = null;
@@ -246,17 +353,32 @@ export class NetraClient extends PageClient {
     this._stream = null;
     /** Viewer: the remote tracks of the current peer connection. @type {MediaStream | null} */
     this.remoteStream = null;
-    /** From the last `joined`: sent in every later `join`, so that the server replaces our old,
-     * maybe half-dead, participant at once. @type {string | null} */
-    this._resumeKey = null;
-    /** True once this session was joined: a later join is a re-join (see "final" above). */
-    this._rejoining = false;
+    /** From the last `joined` (single-use): sent in the next `join` to get this session back.
+     * @type {string | null} */
+    this._resumeKey = options.resumeKey ?? null;
+    /** True once this page was joined, or holds a key from an earlier one: a later
+     * `streamer-exists` is most likely our own old session (see "final" above). */
+    this._rejoining = this._resumeKey !== null;
     /** True once stop() ran or a final error happened: no more reconnects. */
     this._stopped = false;
     /** Failed attempts since the session was last healthy; the back-off grows with it. */
     this._attempt = 0;
-    /** A pending reconnect or re-publish. @type {ReturnType<typeof setTimeout> | undefined} */
+    /** A pending reconnect. @type {ReturnType<typeof setTimeout> | undefined} */
     this._retryTimer = undefined;
+    /** A pending re-publish (streamer). @type {ReturnType<typeof setTimeout> | undefined} */
+    this._publishTimer = undefined;
+    /** Seconds the server asked us to stay away (`server-shutdown`), until the socket closes.
+     * @type {number | null} */
+    this._shutdownRetryAfter = null;
+    /** After a `leave` that starts the session over: what the server still sends for the old
+     * session is moot until the new `joined`. */
+    this._discardUntilJoined = false;
+    /** Viewer: why the stream is stalled (`no-media`, `streamer-reconnecting`), or null.
+     * @type {string | null} */
+    this._stall = null;
+    /** Viewer: the reason of the last `stream-ended`, until a stream starts again.
+     * @type {string | null} */
+    this._endedReason = null;
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this._pingTimer = undefined;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -265,7 +387,8 @@ export class NetraClient extends PageClient {
     this._pingId = 0;
     /** @type {Map<number, number>} ping id → performance.now() when sent */
     this._pingsInFlight = new Map();
-    /** Candidates gathered before our description went out. @type {(RTCIceCandidateInit | null)[]} */
+    /** Candidates not yet sent: gathered before our description went out, or while the
+     * socket was down. @type {(RTCIceCandidateInit | null)[]} */
     this._heldCandidates = [];
     this._descriptionSent = false;
     this._endOfCandidatesSent = false;
@@ -290,14 +413,24 @@ export class NetraClient extends PageClient {
     return this._stopped;
   }
 
+  /** The key that gets this session back on a new socket (null once it was left or lost). */
+  get resumeKey() {
+    return this._stopped ? null : this._resumeKey;
+  }
+
+  /** Streamer: whether it was told to publish and not to stop. */
+  get publishing() {
+    return this._stream !== null;
+  }
+
   /**
    * Streamer: publish `stream` (at most one audio and one video track are sent). Joins first
-   * if needed; after a reconnect the same stream is published again on a new peer connection.
+   * if needed; when its peer connection fails, the same stream is published again on a new one.
    * @param {MediaStream} stream
    */
   publish(stream) {
     if (this.role !== "streamer") throw new Error("only a streamer publishes");
-    // Publishing the same stream twice would be a second offer, which the server refuses.
+    // Publishing the same stream twice would be a second offer for one camera.
     if (this._stream === stream && this.pc && this.state !== "error") return;
     this._stream = stream;
     // Not joined: the next `joined` publishes (connect() first, so that a stopped client is
@@ -314,6 +447,7 @@ export class NetraClient extends PageClient {
    */
   stop(reason = "stopped") {
     if (this._joined) this._send({ type: "leave" });
+    this._resumeKey = null; // the session is gone: nothing to resume
     this._halt(1000, reason);
     this._setState("ended", reason);
   }
@@ -328,10 +462,28 @@ export class NetraClient extends PageClient {
     this._setState("error", reason, message);
   }
 
+  /** The network is back: reconnect now if a reconnect is pending; if a socket is open, make
+   * sure it still carries anything (it may have died with the old network). */
+  retryNow() {
+    if (this._stopped) return;
+    if (!this._ws) {
+      if (this._retryTimer !== undefined) this._openSocket();
+      return;
+    }
+    if (this._ws.readyState !== WS_OPEN) return;
+    const asked = performance.now();
+    this._send({ type: "ping", id: ++this._pingId });
+    const ws = this._ws;
+    setTimeout(() => {
+      if (this._ws === ws && this._lastInbound < asked) this._dropSocket("ping-timeout");
+    }, PROBE_TIMEOUT_MS);
+  }
+
   // ---- WebSocket --------------------------------------------------------------------------
 
   _openSocket() {
     clearTimeout(this._retryTimer);
+    this._retryTimer = undefined;
     const ws = new WebSocket(this.url);
     this._ws = ws;
     const openTimer = setTimeout(() => {
@@ -360,13 +512,14 @@ export class NetraClient extends PageClient {
   }
 
   /**
-   * Give up on the current socket at once (dead peer, failed media) and reconnect; unlike
+   * Give up on the current socket at once (dead path, refused join) and reconnect; unlike
    * ws.close() this does not wait for a closing handshake that may never come.
    * @param {string} reason
+   * @param {number} [delay]  ms before the next attempt (the back-off by default)
    */
-  _dropSocket(reason) {
+  _dropSocket(reason, delay) {
     this._closeSocket(4000, reason);
-    this._onSocketGone(reason, 4000);
+    this._onSocketGone(reason, 4000, delay);
   }
 
   /**
@@ -387,28 +540,41 @@ export class NetraClient extends PageClient {
   }
 
   /**
+   * The socket is gone. The session outlives it on the server (docs/protocol.md,
+   * "Reconnecting"), so the peer connection and its media stay: the next join resumes them.
    * @param {string} reason
    * @param {number} code
+   * @param {number} [delay]  ms before the next attempt (the back-off by default)
    */
-  _onSocketGone(reason, code) {
+  _onSocketGone(reason, code, delay) {
     this._ws = null;
     this._joined = false;
+    this._discardUntilJoined = false;
     this._stopPing();
-    this._closePc();
+    clearTimeout(this._publishTimer); // the next `joined` decides whether to publish again
     if (this._stopped) return;
     const final = FINAL_CLOSE_CODES.get(code);
     if (final) {
       this._fail(final[0], final[1]);
       return;
     }
+    let wait = delay ?? this._nextDelay();
+    if (this._shutdownRetryAfter !== null) {
+      // The server is restarting and said when to come back: wait that long, then poll from
+      // the shortest back-off again.
+      wait = shutdownDelay(this._shutdownRetryAfter, this.backoffMax);
+      reason = "server-shutdown";
+      this._shutdownRetryAfter = null;
+      this._attempt = 0;
+    }
     // Whatever the state, `error` included: an error about one message is no reason to stay
     // offline (see "final" at the top).
-    const delay = this._nextDelay();
-    this._setState("reconnecting", reason, `retrying in ${Math.round(delay)} ms`);
+    this._setState("reconnecting", reason, `retrying in ${Math.round(wait)} ms`);
     clearTimeout(this._retryTimer);
     this._retryTimer = setTimeout(() => {
+      this._retryTimer = undefined;
       if (!this._stopped) this._openSocket();
-    }, delay);
+    }, wait);
   }
 
   /** The next back-off delay; every failed attempt since the last healthy state doubles it. */
@@ -424,8 +590,11 @@ export class NetraClient extends PageClient {
   _halt(code, reason) {
     this._stopped = true;
     clearTimeout(this._retryTimer);
+    this._retryTimer = undefined;
+    clearTimeout(this._publishTimer);
     this._joined = false;
     this._stream = null;
+    this._stall = null;
     this._closePc();
     this._closeSocket(code, reason);
   }
@@ -494,6 +663,7 @@ export class NetraClient extends PageClient {
     }
     if (!message || typeof message !== "object" || typeof message.type !== "string") return;
     this._emit("message", { direction: "down", message });
+    if (this._discardUntilJoined && !STILL_OURS.has(message.type)) return; // the left session's
     switch (message.type) {
       case "joined":
         this._onJoined(message);
@@ -511,10 +681,33 @@ export class NetraClient extends PageClient {
         }
         break;
       case "stream-started":
-        if (this.role === "viewer") this._setState("connecting", "stream-started");
+        if (this.role === "viewer") {
+          this._stall = null;
+          this._endedReason = null;
+          this._setState("connecting", "stream-started");
+        }
         break;
       case "stream-ended":
         this._onStreamEnded(String(message.reason ?? "stream-ended"));
+        break;
+      case "stream-stalled":
+        if (this.role === "viewer") {
+          // The stream goes on, its media does not: keep the peer connection, never `ended`.
+          const why = String(message.reason ?? "");
+          this._stall = why === "streamer-reconnecting" ? why : "no-media";
+          this._settleViewer("stream-stalled");
+        }
+        break;
+      case "stream-resumed":
+        if (this.role === "viewer") {
+          this._stall = null;
+          this._settleViewer("stream-resumed");
+        }
+        break;
+      case "server-shutdown":
+        // Used when the socket closes (the server closes it next): wait before reconnecting.
+        this._shutdownRetryAfter =
+          typeof message.retryAfter === "number" ? message.retryAfter : 0;
         break;
       case "viewers":
         this._setViewerCount(message.count);
@@ -539,21 +732,92 @@ export class NetraClient extends PageClient {
   _onJoined(message) {
     this._joined = true;
     this._rejoining = true;
-    // A server without resume support sends none; keep the last one we were given.
+    this._discardUntilJoined = false;
+    // Keys are single-use: the next join needs this one. A server without resume sends none.
     if (typeof message.resumeKey === "string") this._resumeKey = message.resumeKey;
     this.clientId = typeof message.clientId === "string" ? message.clientId : null;
     this._iceServers = Array.isArray(message.iceServers) ? message.iceServers : [];
     this.roomLive = Boolean(message.live);
     this._setViewerCount(message.viewers);
     this._mark("joined");
+    if (message.resumed === true) {
+      this._onResumed();
+      return;
+    }
+    // A fresh session (a first join, or the server no longer had ours): whatever the old
+    // session had is gone on the server, and so must it be here.
+    clearTimeout(this._publishTimer);
+    this._closePc();
+    this._stall = null;
     if (this.role === "streamer" && this._stream) {
       void this._startPublishing();
     } else if (this.role === "viewer" && this.roomLive) {
+      this._endedReason = null;
       this._setState("connecting", "stream-live");
     } else {
       this._attempt = 0; // nothing more to do: this session is healthy
-      this._setState("waiting", "joined");
+      this._setState(this._endedReason ? "ended" : "waiting", this._endedReason ?? "joined");
     }
+  }
+
+  /**
+   * Our session is back with everything the server kept for it; the messages it queued
+   * meanwhile follow, in order. Keep the peer connection if it is still of use.
+   */
+  _onResumed() {
+    this._mark("resumed");
+    const pc = this.pc;
+    const usable =
+      pc !== null && this._descriptionSent && !["failed", "closed"].includes(pc.connectionState);
+    if (usable) {
+      this._flushCandidates(); // those gathered while the socket was down
+      if (this.role === "streamer") this._settleStreamer("resumed");
+      else this._settleViewer("resumed");
+      return;
+    }
+    this._closePc();
+    if (this.role === "streamer") {
+      // A dead peer connection, or one whose offer never went out: publish again on this
+      // session, which keeps the stream for its viewers. No stream (a reload): wait for Go live.
+      if (this._stream) {
+        void this._startPublishing();
+      } else {
+        this._attempt = 0;
+        this._setState("waiting", "resumed");
+      }
+    } else if (this.roomLive) {
+      // Only the server offers, and it will not while it believes our old peer connection
+      // (a reloaded page's) is up: start a fresh session, which brings an offer at once.
+      this._startOver("resumed-without-media");
+    } else {
+      this._settleViewer("resumed");
+    }
+  }
+
+  /**
+   * Viewer: the state that follows from what we know (stall, peer connection, room).
+   * @param {string} reason  for the states that have no reason of their own
+   */
+  _settleViewer(reason) {
+    const pc = this.pc;
+    if (this._stall === "no-media") {
+      this._setState("stalled", "no-media");
+    } else if (this._stall) {
+      this._setState("reconnecting", this._stall);
+    } else if (pc && pc.connectionState === "connected" && this._hasRemoteTrack) {
+      this._goLive();
+    } else if (pc || this.roomLive) {
+      this._setState("connecting", reason);
+    } else {
+      this._attempt = 0;
+      this._setState(this._endedReason ? "ended" : "waiting", this._endedReason ?? reason);
+    }
+  }
+
+  /** @param {string} reason */
+  _settleStreamer(reason) {
+    if (this.pc && this.pc.connectionState === "connected") this._goLive();
+    else this._setState("connecting", reason);
   }
 
   /** @param {unknown} count */
@@ -579,6 +843,7 @@ export class NetraClient extends PageClient {
    */
   _onServerError(code, message, ref) {
     this._emit("servererror", { code, message, ref });
+    if (this._discardUntilJoined && ref !== "join" && ref !== "leave") return;
     if (code === "replaced") {
       // A newer connection of this client holds our place: reconnecting would take it back.
       this._resumeKey = null;
@@ -587,6 +852,11 @@ export class NetraClient extends PageClient {
       this._fail(code, message);
     } else if (code === "already-joined") {
       // Our first join stands; nothing to do.
+    } else if (BUSY_CODES.has(code) && (ref === "join" || code === "too-many-connections")) {
+      // Before the server closes this socket (1008 would be final): come back later.
+      this._joined = false;
+      const delay = backoffDelay(this._attempt++, BUSY_BACKOFF_BASE_MS, BUSY_BACKOFF_MAX_MS);
+      this._dropSocket(code, delay);
     } else if (code === "not-joined" || (ref === "join" && code === "internal-error")) {
       this._restart(code);
     } else if (code === "streamer-exists") {
@@ -607,6 +877,8 @@ export class NetraClient extends PageClient {
   _onStreamEnded(reason) {
     if (this.role === "viewer") {
       this._closePc();
+      this._stall = null;
+      this._endedReason = reason;
       this._setState("ended", reason);
       return;
     }
@@ -620,13 +892,7 @@ export class NetraClient extends PageClient {
     }
     // The server gave up on our peer connection (`streamer-failed`, e.g. ICE never connected);
     // the user pressed Go live and not Stop, so publish the same stream again.
-    const delay = this._nextDelay();
-    this._setState("reconnecting", reason, `publishing again in ${Math.round(delay)} ms`);
-    clearTimeout(this._retryTimer);
-    this._retryTimer = setTimeout(() => {
-      // If the socket dropped meanwhile, the next `joined` publishes instead.
-      if (!this._stopped && this._joined && this._stream && !this.pc) void this._startPublishing();
-    }, delay);
+    this._republish(reason);
   }
 
   // ---- peer connections -------------------------------------------------------------------
@@ -647,8 +913,10 @@ export class NetraClient extends PageClient {
         if (this._endOfCandidatesSent) return;
         this._endOfCandidatesSent = true;
       }
-      if (this._descriptionSent) this._send({ type: "candidate", candidate: init });
-      else this._heldCandidates.push(init);
+      // Held while the socket is down too: the resumed session takes them.
+      if (!this._descriptionSent || !this._send({ type: "candidate", candidate: init })) {
+        this._heldCandidates.push(init);
+      }
     };
     pc.onconnectionstatechange = () => {
       if (this.pc === pc) this._onPcState(pc);
@@ -659,7 +927,7 @@ export class NetraClient extends PageClient {
       this._hasRemoteTrack = true;
       this._mark("firstTrack");
       this._emit("track", { track: event.track, stream: this.remoteStream });
-      if (pc.connectionState === "connected") this._goLive();
+      if (pc.connectionState === "connected" && this._joined) this._settleViewer("track");
     };
     this._emit("peerconnection", { pc });
     return pc;
@@ -668,8 +936,11 @@ export class NetraClient extends PageClient {
   /** Our description went out: send the candidates gathered meanwhile (trickle ICE). */
   _flushCandidates() {
     this._descriptionSent = true;
-    for (const candidate of this._heldCandidates) this._send({ type: "candidate", candidate });
+    const held = this._heldCandidates;
     this._heldCandidates = [];
+    for (const candidate of held) {
+      if (!this._send({ type: "candidate", candidate })) this._heldCandidates.push(candidate);
+    }
   }
 
   _closePc() {
@@ -687,20 +958,35 @@ export class NetraClient extends PageClient {
     switch (pc.connectionState) {
       case "connected":
         this._mark("pcConnected");
-        if (this.role === "streamer" || this._hasRemoteTrack) this._goLive();
+        // While the socket is down the state stays `reconnecting`; the next `joined` settles.
+        if (!this._joined) break;
+        if (this.role === "streamer") this._goLive();
+        else this._settleViewer("connected");
         break;
-      case "disconnected":
-        // Often recovers by itself; give it a grace period before starting over.
+      case "disconnected": {
+        // Often recovers by itself; a streamer's viewers are stalled meanwhile, so it gives
+        // the connection less time than a viewer does.
+        const grace = this.role === "streamer" ? this.republishAfter : this.disconnectedGrace;
         this._disconnectedTimer = setTimeout(() => {
-          if (this.pc === pc && pc.connectionState === "disconnected") this._restart("pc-disconnected");
-        }, this.disconnectedGrace);
+          if (this.pc === pc && pc.connectionState === "disconnected") {
+            this._pcLost("pc-disconnected");
+          }
+        }, grace);
         break;
+      }
       case "failed":
-        this._restart("pc-failed");
+        this._pcLost("pc-failed");
         break;
       default:
         break;
     }
+  }
+
+  /** @param {string} reason */
+  _pcLost(reason) {
+    if (this._stopped) return;
+    if (this.role === "streamer") this._republish(reason);
+    else this._startOver(reason);
   }
 
   _goLive() {
@@ -710,8 +996,44 @@ export class NetraClient extends PageClient {
   }
 
   /**
-   * Start the session over on a fresh WebSocket: the server then frees everything of the old
-   * one, and the new `joined` re-publishes (streamer) or brings a new offer (viewer).
+   * Streamer: our media no longer reaches the server. Publish the same stream on a new peer
+   * connection, on the same session (the server keeps the stream for its viewers meanwhile);
+   * if the socket is down, the next `joined` does it.
+   * @param {string} reason
+   */
+  _republish(reason) {
+    this._closePc();
+    if (!this._stream) return;
+    this._setState("reconnecting", reason);
+    if (!this._joined) return;
+    const delay = this._nextDelay();
+    clearTimeout(this._publishTimer);
+    this._publishTimer = setTimeout(() => {
+      if (!this._stopped && this._joined && this._stream && !this.pc) void this._startPublishing();
+    }, delay);
+  }
+
+  /**
+   * Viewer: our peer connection is of no more use. Leave and join again as a new session,
+   * which the server answers with an offer if the room is live. If the socket is down, the
+   * next `joined` finds no peer connection and does it then.
+   * @param {string} reason
+   */
+  _startOver(reason) {
+    this._closePc();
+    this._stall = null;
+    if (!this._joined) return;
+    this._setState("connecting", reason);
+    this._send({ type: "leave" });
+    this._joined = false;
+    this._discardUntilJoined = true;
+    this._resumeKey = null; // the left session has nothing to resume
+    this._sendJoin();
+  }
+
+  /**
+   * Start the session over on a fresh WebSocket: used when a `join` failed, so that there is
+   * nothing on the server to keep.
    * @param {string} reason
    */
   _restart(reason) {
@@ -722,7 +1044,9 @@ export class NetraClient extends PageClient {
   async _startPublishing() {
     const stream = this._stream;
     if (!stream) return;
-    this._setState("connecting", "publishing");
+    clearTimeout(this._publishTimer);
+    // A streamer who was live is `reconnecting` until the new connection is up.
+    this._setState(this.state === "reconnecting" ? "reconnecting" : "connecting", "publishing");
     const pc = this._newPc();
     try {
       /** @type {RTCRtpSender | null} */
@@ -746,6 +1070,7 @@ export class NetraClient extends PageClient {
       if (this.pc !== pc) return;
       await pc.setLocalDescription(offer);
       if (this.pc !== pc || !pc.localDescription) return;
+      // Not sent (the socket dropped meanwhile): the next `joined` publishes again.
       if (!this._send({ type: "offer", sdp: pc.localDescription.sdp })) return;
       this._mark("offerSent");
       this._flushCandidates();
@@ -778,6 +1103,8 @@ export class NetraClient extends PageClient {
   async _onOffer(sdp) {
     if (this.role !== "viewer" || typeof sdp !== "string") return;
     this._mark("offerReceived");
+    this._stall = null;
+    this._endedReason = null;
     this._setState("connecting", "offer");
     // A room carries whatever its publisher sends: say so if this browser cannot decode it.
     const missing = undecodableCodecs(sdp, (kind) => RTCRtpReceiver.getCapabilities(kind));
@@ -797,6 +1124,8 @@ export class NetraClient extends PageClient {
       if (this.pc !== pc) return;
       await pc.setLocalDescription(answer);
       if (this.pc !== pc || !pc.localDescription) return;
+      // Not sent (the socket dropped meanwhile): the resumed session finds a peer connection
+      // whose answer never went out, and starts over.
       if (!this._send({ type: "answer", sdp: pc.localDescription.sdp })) return;
       this._mark("answerSent");
       this._flushCandidates();

@@ -6,15 +6,16 @@
  * goLive (the click) and mediaReady (getUserMedia resolved).
  */
 
-import { NetraClient, roomFromPath, signalingUrl } from "/static/protocol.js";
+import { NetraClient, roomFromPath, signalingUrl, takeResumeKey } from "/static/protocol.js";
 import { forgetToken, keepToken, takeToken } from "/static/token.js";
-import { $, bindPage, showFatal } from "/static/ui.js";
+import { $, bindPage, endWithPage, showFatal } from "/static/ui.js";
 
-/** @type {Record<import("/static/protocol.js").State, string>} */
+/** @type {import("/static/ui.js").Labels} */
 const LABELS = {
   waiting: "Not live yet",
   connecting: "Going live…",
   live: "You are live",
+  stalled: "Stalled", // a viewer's state: the server never stalls a streamer's page
   reconnecting: "Connection lost — reconnecting…",
   ended: "Stream stopped",
   error: "Error",
@@ -47,12 +48,17 @@ function start(room) {
 
   $("[data-role=room-name]").textContent = room;
   const token = takeToken(location, history, localStorage) ?? undefined;
+  // A reload of a live page gets its session back (and with Go live, the stream its viewers
+  // still hold): see ui.js endWithPage.
+  const resumeKey = takeResumeKey(sessionStorage, room, "streamer");
   const client = new NetraClient({
     url: signalingUrl(location),
     roomId: room,
     role: "streamer",
     token,
+    resumeKey,
   });
+  endWithPage(client);
   bindPage(client, LABELS, preview);
   /** @type {MediaStream | null} */
   let stream = null;

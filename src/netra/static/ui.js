@@ -9,12 +9,14 @@
  * where `marks` is client.marks (performance.now() of each first milestone, page marks
  * included), `timeOrigin` is performance.timeOrigin (so marks of different pages compare:
  * timeOrigin + mark is wall-clock ms), and `frames` counts frames presented by the page's
- * main <video> (requestVideoFrameCallback), with the size of the last one.
+ * main <video> (requestVideoFrameCallback), with the size of the last one and when it came.
  */
 
+import { keepResumeKey, takeResumeKey } from "/static/protocol.js";
 import { StatsSampler, Timeline } from "/static/stats.js";
 
 /** @typedef {import("/static/protocol.js").PageClient} PageClient */
+/** @typedef {import("/static/protocol.js").NetraClient} NetraClient */
 /** @typedef {import("/static/protocol.js").State} State */
 /** @typedef {import("/static/stats.js").StatsSample} StatsSample */
 
@@ -30,10 +32,21 @@ export function $(selector) {
 }
 
 /**
+ * The text a page shows for each state word. A `state:reason` key overrides it for one
+ * reason (`reconnecting:streamer-reconnecting`), and a `state+playing` key while the page's
+ * video still presents frames (a viewer whose signaling dropped but whose media did not).
+ * @typedef {Record<State, string> & Record<string, string>} Labels
+ */
+
+/** A video that presented a frame this recently (ms) is playing. */
+const PLAYING_WITHIN_MS = 1000;
+
+/**
  * @typedef {object} FrameCounter
  * @property {number} count  frames presented so far
  * @property {number} width  of the last frame
  * @property {number} height
+ * @property {number} lastAt  performance.now() of the last frame (0: none yet)
  */
 
 /**
@@ -44,11 +57,12 @@ export function $(selector) {
  */
 export function countFrames(video, marks) {
   /** @type {FrameCounter} */
-  const counter = { count: 0, width: 0, height: 0 };
+  const counter = { count: 0, width: 0, height: 0, lastAt: 0 };
   if (!("requestVideoFrameCallback" in video)) return counter;
   /** @type {VideoFrameRequestCallback} */
   const onFrame = (now, metadata) => {
     counter.count += 1;
+    counter.lastAt = now;
     counter.width = metadata.width;
     counter.height = metadata.height;
     if (!("firstFrame" in marks)) marks.firstFrame = now;
@@ -108,6 +122,30 @@ function statsLine(s) {
   );
 }
 
+/**
+ * What the timeline shows of a signaling message besides its type.
+ * @param {any} message
+ */
+function signalDetail(message) {
+  switch (message.type) {
+    case "candidate":
+      return message.candidate ? message.candidate.candidate : "end";
+    case "viewers":
+      return String(message.count);
+    case "stream-ended":
+    case "stream-stalled":
+      return String(message.reason);
+    case "server-shutdown":
+      return `retryAfter=${message.retryAfter}`;
+    case "error":
+      return `${message.code}: ${message.message}`;
+    case "joined":
+      return `live=${message.live} viewers=${message.viewers} resumed=${message.resumed}`;
+    default:
+      return "";
+  }
+}
+
 /** The collapsible debug panel both pages share, appended to <main>. */
 const DEBUG_PANEL = `
   <summary>Debug</summary>
@@ -134,12 +172,16 @@ function addDebugPanel() {
 /**
  * Bind a client to the shared page parts and start the debug panel.
  * @param {PageClient} client
- * @param {Record<State, string>} labels  the text shown for each state word
+ * @param {Labels} labels  the text shown for each state word
  * @param {HTMLVideoElement | null} video  the page's main video, whose frames are counted
  */
 export function bindPage(client, labels, video) {
   addDebugPanel();
   const body = document.body;
+  /** @type {FrameCounter} */
+  const frames = video
+    ? countFrames(video, client.marks)
+    : { count: 0, width: 0, height: 0, lastAt: 0 };
   const stateTexts = document.querySelectorAll("[data-role=state]");
   const errorLine = /** @type {HTMLElement} */ ($("[data-role=error]"));
   const count = $("[data-role=viewer-count]");
@@ -150,11 +192,19 @@ export function bindPage(client, labels, video) {
   const timeline = new Timeline();
   const sampler = new StatsSampler();
 
+  const playing = () => frames.lastAt > 0 && performance.now() - frames.lastAt < PLAYING_WITHIN_MS;
+
   /** @param {State} state @param {string} reason @param {string} [message] */
   const show = (state, reason, message) => {
+    const isPlaying = playing();
     body.dataset.state = state;
     body.dataset.reason = reason;
-    for (const element of stateTexts) element.textContent = labels[state];
+    body.dataset.playing = String(isPlaying);
+    const text =
+      labels[`${state}:${reason}`] ??
+      (isPlaying ? labels[`${state}+playing`] : undefined) ??
+      labels[state];
+    for (const element of stateTexts) element.textContent = text;
     if (state === "error") {
       errorLine.textContent = message ? `${reason}: ${message}` : reason;
       errorLine.hidden = false;
@@ -163,10 +213,12 @@ export function bindPage(client, labels, video) {
       errorLine.textContent = "";
     }
   };
+  let lastMessage = /** @type {string | undefined} */ (undefined);
   show(client.state, client.reason);
 
   client.addEventListener("statechange", (event) => {
     const { state, reason, message } = /** @type {CustomEvent} */ (event).detail;
+    lastMessage = message;
     show(state, reason, message);
     timeline.record("state", state, message ? `${reason}: ${message}` : reason);
   });
@@ -182,13 +234,7 @@ export function bindPage(client, labels, video) {
     const { direction, message } = /** @type {CustomEvent} */ (event).detail;
     if (message.type === "ping" || message.type === "pong") return;
     const arrow = direction === "up" ? "↑" : "↓";
-    let detail = "";
-    if (message.type === "candidate") detail = message.candidate ? message.candidate.candidate : "end";
-    else if (message.type === "viewers") detail = String(message.count);
-    else if (message.type === "stream-ended") detail = String(message.reason);
-    else if (message.type === "error") detail = `${message.code}: ${message.message}`;
-    else if (message.type === "joined") detail = `live=${message.live} viewers=${message.viewers}`;
-    timeline.record("signal", `${arrow} ${message.type}`, detail);
+    timeline.record("signal", `${arrow} ${message.type}`, signalDetail(message));
   });
   client.addEventListener("servererror", (event) => {
     const { code, message, ref } = /** @type {CustomEvent} */ (event).detail;
@@ -223,7 +269,13 @@ export function bindPage(client, labels, video) {
   });
   sampler.start();
 
-  const frames = video ? countFrames(video, client.marks) : { count: 0, width: 0, height: 0 };
+  // Whether the video plays changes without any event (frames stop coming): look four times
+  // a second, and redraw only on a change.
+  setInterval(() => {
+    if (String(playing()) !== body.dataset.playing) show(client.state, client.reason, lastMessage);
+  }, 250);
+  // The network is back: no need to sit out the rest of a back-off.
+  window.addEventListener("online", () => client.retryNow());
   /** @type {any} */ (window).netra = {
     client,
     marks: client.marks,
@@ -233,6 +285,33 @@ export function bindPage(client, labels, video) {
     frames,
   };
   return { sampler, timeline, frames };
+}
+
+/**
+ * What the client does as its page goes away (a reload, a closed tab, another address). The
+ * server cannot tell a closed tab from a dropped network and would keep the session for its
+ * grace period. So a live streamer leaves its resume key for a reload of this tab
+ * (protocol.js keepResumeKey): a reload gets the session back, and after Go live its viewers
+ * play on. Every other page leaves the room at once: a viewer would otherwise count for the
+ * grace period, and an idle streamer would hold the room's one streamer place (a reloaded
+ * viewer gains nothing from a resume: it has no peer connection, and only the server offers).
+ * @param {NetraClient} client
+ */
+export function endWithPage(client) {
+  window.addEventListener("pagehide", () => {
+    if (client.role === "streamer" && client.publishing) {
+      keepResumeKey(sessionStorage, client.roomId, client.role, client.resumeKey);
+    } else if (!client.stopped) {
+      client.stop("page-closed");
+    }
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return;
+    // Back from the back/forward cache: this page goes on with its own session, so the key
+    // it left is not for another page to take; a page that left joins again.
+    takeResumeKey(sessionStorage, client.roomId, client.role);
+    if (client.stopped && client.role === "viewer") client.connect();
+  });
 }
 
 /**

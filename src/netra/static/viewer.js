@@ -8,17 +8,22 @@
 
 import { NetraClient, roomFromPath, signalingUrl } from "/static/protocol.js";
 import { takeToken } from "/static/token.js";
-import { $, bindPage, showFatal } from "/static/ui.js";
+import { $, bindPage, endWithPage, showFatal } from "/static/ui.js";
 import { WhepClient } from "/static/whep.js";
 
-/** @type {Record<import("/static/protocol.js").State, string>} */
+/** @type {import("/static/ui.js").Labels} */
 const LABELS = {
   waiting: "Waiting for the streamer…",
   connecting: "Connecting…",
   live: "Live",
+  stalled: "Stream stalled: no video from the streamer",
   reconnecting: "Connection lost — reconnecting…",
   ended: "Stream ended",
   error: "Error",
+  // The streamer's connection to the server is being replaced; the stream goes on.
+  "reconnecting:streamer-reconnecting": "Streamer reconnecting…",
+  // Our signaling dropped, our media did not (the session outlives its socket).
+  "reconnecting+playing": "Reconnecting (video still playing)",
 };
 
 const video = /** @type {HTMLVideoElement} */ ($("[data-role=remote-video]"));
@@ -85,9 +90,13 @@ function start(room) {
   // Only a server started with --viewers-need-token asks viewers for one.
   const token = takeToken(location, history, localStorage) ?? undefined;
   const viaWhep = new URLSearchParams(location.search).get("via") === "whep";
-  const client = viaWhep
-    ? new WhepClient({ endpoint: `/whep/${encodeURIComponent(room)}`, token })
-    : new NetraClient({ url: signalingUrl(location), roomId: room, role: "viewer", token });
+  let client;
+  if (viaWhep) {
+    client = new WhepClient({ endpoint: `/whep/${encodeURIComponent(room)}`, token });
+  } else {
+    client = new NetraClient({ url: signalingUrl(location), roomId: room, role: "viewer", token });
+    endWithPage(client);
+  }
   document.body.dataset.via = viaWhep ? "whep" : "ws";
   const { timeline } = bindPage(client, LABELS, video);
   const sound = bindSound(timeline);

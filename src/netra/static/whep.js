@@ -47,6 +47,15 @@ export class WhepClient extends PageClient {
     void this._session();
   }
 
+  /** The network is back: start the pending retry now (not a 409's wait for the stream). */
+  retryNow() {
+    if (this._stopped || this._retryTimer === undefined || this.state !== "reconnecting") return;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = undefined;
+    this._setState("connecting", this.reason);
+    void this._session();
+  }
+
   stop() {
     this._stopped = true;
     clearTimeout(this._retryTimer);
@@ -158,6 +167,7 @@ export class WhepClient extends PageClient {
     clearTimeout(this._retryTimer);
     const wait = delay ?? backoffDelay(this._attempt++, this.backoffBase, this.backoffMax);
     this._retryTimer = setTimeout(() => {
+      this._retryTimer = undefined;
       if (this.state !== "waiting" && this.state !== "ended") this._setState("connecting", reason);
       void this._session();
     }, wait);
