@@ -310,11 +310,11 @@ async def test_a_browser_is_told_by_name_which_offered_codec_it_cannot_decode(
     pages: Pages,
 ) -> None:
     """The viewer page checks an offer against this browser's own receive capabilities
-    before applying it (protocol.js `undecodableCodecs`)."""
+    before applying it (sdp.js `undecodableCodecs`)."""
     viewer = await pages.open(f"/watch/{new_room()}")
     missing = await viewer.page.evaluate(
         """async () => {
-          const { undecodableCodecs } = await import('/static/protocol.js');
+          const { undecodableCodecs } = await import('/static/sdp.js');
           const caps = (kind) => RTCRtpReceiver.getCapabilities(kind);
           const offer = (video) => 'v=0\\r\\nm=audio 9 UDP/TLS/RTP/SAVPF 111\\r\\n'
             + 'a=rtpmap:111 opus/48000/2\\r\\n' + `m=video 9 UDP/TLS/RTP/SAVPF 96 97\\r\\n${video}`

@@ -6,7 +6,8 @@
  * goLive (the click) and mediaReady (getUserMedia resolved).
  */
 
-import { NetraClient, roomFromPath, signalingUrl, takeResumeKey } from "/static/protocol.js";
+import { NetraClient, roomFromPath, signalingUrl } from "/static/protocol.js";
+import { takeResumeKey } from "/static/reconnect.js";
 import { forgetToken, keepToken, takeToken } from "/static/token.js";
 import { $, bindPage, endWithPage, showFatal } from "/static/ui.js";
 

@@ -12,7 +12,7 @@
  * main <video> (requestVideoFrameCallback), with the size of the last one and when it came.
  */
 
-import { keepResumeKey, takeResumeKey } from "/static/protocol.js";
+import { keepResumeKey, takeResumeKey } from "/static/reconnect.js";
 import { StatsSampler, Timeline } from "/static/stats.js";
 
 /** @typedef {import("/static/protocol.js").PageClient} PageClient */
@@ -291,7 +291,7 @@ export function bindPage(client, labels, video) {
  * What the client does as its page goes away (a reload, a closed tab, another address). The
  * server cannot tell a closed tab from a dropped network and would keep the session for its
  * grace period. So a live streamer leaves its resume key for a reload of this tab
- * (protocol.js keepResumeKey): a reload gets the session back, and after Go live its viewers
+ * (reconnect.js keepResumeKey): a reload gets the session back, and after Go live its viewers
  * play on. Every other page leaves the room at once: a viewer would otherwise count for the
  * grace period, and an idle streamer would hold the room's one streamer place (a reloaded
  * viewer gains nothing from a resume: it has no peer connection, and only the server offers).

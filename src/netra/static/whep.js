@@ -8,7 +8,8 @@
  * failed connection is re-POSTed with back-off. 401, 403 and 422 are final. No DOM here.
  */
 
-import { PageClient, backoffDelay } from "/static/protocol.js";
+import { PageClient } from "/static/protocol.js";
+import { backoffDelay } from "/static/reconnect.js";
 
 const SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events";
 const GATHER_TIMEOUT_MS = 2000;
