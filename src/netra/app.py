@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 from aiortc import RTCIceServer
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from netra import memory
 from netra.agents.agent import AgentContext
 from netra.auth import Authority, Grant, secret_for
 from netra.config import Config
@@ -25,7 +26,6 @@ from netra.http.problem import problems
 from netra.http.resource import RESOURCES, Resources, bearer_token
 from netra.limits import RateLimit
 from netra.media import aiortc_private, dtls
-from netra.memory import configure_gc
 from netra.observability.access_log import AccessLogger
 from netra.observability.metrics import create_registry
 from netra.rooms.registry import RoomRegistry
@@ -112,9 +112,11 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
 
 async def _start_monitors(app: web.Application) -> None:
     app[SERVICES].loop_lag.start()
+    memory.FULL_COLLECTIONS.start()  # full collections from a timer, not mid-forwarding
 
 
 async def _stop_monitors(app: web.Application) -> None:
+    memory.FULL_COLLECTIONS.stop()
     await app[SERVICES].loop_lag.stop()
 
 
@@ -126,7 +128,11 @@ async def _rooms(request: web.Request) -> web.Response:
     if Grant.ADMIN not in claims.grants:
         raise forbidden("the rooms API needs a token with the admin grant (netra token --admin)")
     return web.json_response(
-        {"rooms": services.context.rooms.snapshot(), "loop_lag": services.loop_lag.snapshot()}
+        {
+            "rooms": services.context.rooms.snapshot(),
+            "loop_lag": services.loop_lag.snapshot(),
+            "gc": memory.snapshot(),
+        }
     )
 
 
@@ -182,7 +188,7 @@ async def _bounded(what: str, seconds: float, *steps: Awaitable[object]) -> None
 
 def run(config: Config, secret: str | None = None) -> None:
     app = create_app(config, secret)
-    configure_gc()
+    memory.configure_gc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux

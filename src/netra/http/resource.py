@@ -169,7 +169,11 @@ def session_routes(kind: str, on_delete: str) -> list[web.RouteDef]:
         resource = find(request)
         require_content_type(request, SDPFRAG)
         _check_if_match(request, resource, strict=request.app[SERVICES].config.whip_strict)
-        fragment = parse_fragment(await request.text())
+        try:
+            body = await request.text()
+        except UnicodeDecodeError:
+            raise ProtocolError("the fragment is not UTF-8 text", code="invalid-sdp") from None
+        fragment = parse_fragment(body)
         if fragment.ufrag is not None and fragment.ufrag != resource.ufrag:
             raise UserError(
                 "ICE restart is not supported by this server (aiortc cannot restart ICE):"

@@ -9,6 +9,7 @@ closes the Peer's Subscriptions with it; its Publications are the stream's (docs
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -28,6 +29,8 @@ from netra.media.codecs import FORWARDED, forwardable, viewer_preferences
 from netra.media.publication import Publication
 from netra.media.sdp import add_start_bitrate, announce_address
 from netra.media.subscription import Subscription
+
+logger = logging.getLogger(__name__)
 
 StateListener = Callable[["Peer", str], None]
 
@@ -138,8 +141,7 @@ class Peer:
         for transceiver in transceivers:
             if not aiortc_private.keep_first_codec(transceiver, forwardable):
                 raise _no_common_codec(sdp) or negotiation_failed("no codec Netra forwards")
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
+        await self._answer()
         for transceiver in transceivers:
             codecs = aiortc_private.negotiated_codecs(transceiver)
             self.publications.append(Publication(transceiver.kind, codecs[0], transceiver.receiver))
@@ -190,8 +192,7 @@ class Peer:
         for publication, transceiver in pending:
             if transceiver.mid is not None:
                 self.subscriptions.append(Subscription(publication, transceiver))
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
+        await self._answer()
         await self._apply_held_candidates()
         return self._local_sdp()
 
@@ -247,6 +248,17 @@ class Peer:
             raise negotiation_failed(f"{kind} rejected: {exc or type(exc).__name__}") from None
         self._has_remote = True
 
+    async def _answer(self) -> None:
+        """Answer the remote offer. aiortc accepts some offers it then cannot answer (a BUNDLE
+        group naming a missing mid, two sections with one mid, no direction): those raise
+        here, and are the offer's fault."""
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:  # AttributeError, ValueError… from inside aiortc
+            raise negotiation_failed(
+                f"the offer cannot be answered: {exc or type(exc).__name__}"
+            ) from None
+
     def _local_sdp(self) -> str:
         sdp = self.pc.localDescription.sdp
         if self._announced_ip:
@@ -278,4 +290,7 @@ class Peer:
             subscription.close()
         # Publications are left alone: they belong to the room's stream, which may carry on
         # from the streamer's next connection (Room.start_stream); the stream closes them.
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception:  # aiortc fails to close a half-built connection (a bad offer's)
+            logger.debug("closing a half-built peer connection failed", exc_info=True)
