@@ -112,9 +112,11 @@ async def test_five_viewers_play_720p_and_see_the_stream_end(
 ) -> None:
     room = new_room()
     streamer = await pages.open(pages.streamer_path(room))
-    # Five users with a browser open (new contexts cost ~0.4 s of CPU each on a 2-core machine,
-    # which is the browser's start-up, not Netra's)...
+    # Five users with a browser open on Netra's home page (new contexts, and the first page of
+    # a site in each, cost seconds of CPU between them on a 2-core machine: the browser's
+    # start-up, not Netra's; a fresh-clone CI run once saw a viewer page take 3.5 s to load)...
     viewers = list(await asyncio.gather(*(pages.new_tab() for _ in range(5))))
+    await asyncio.gather(*(viewer.goto("/") for viewer in viewers))
     await go_live(streamer, within=CONNECTED_WITHIN)
     s = await streamer.page.evaluate(HOOK)
     clicked_wall = s["origin"] + s["marks"]["goLive"]
