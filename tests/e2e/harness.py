@@ -3,10 +3,10 @@ subprocess, one headless Chromium, and waits that say what they were waiting for
 
 A limit of this rig, measured: the server and six pages share the machine's 2 vCPUs. Chromium,
 run as root, raises its browser, compositor and media threads to nice -8 and its audio threads
-to SCHED_RR, and while five viewer pages start together both vCPUs are saturated. The server's
-event-loop thread then sits runnable but unscheduled (state R, run-queue wait growing) for
-0.3-1.1 s at a time, so forwarding pauses and every viewer counts one freeze of ~1.1 s; a server
-at nice -10 still showed it. Once the pages are up, playback is steady at 30 fps with no freezes.
+to SCHED_RR, and while five viewer pages start together both vCPUs are saturated: the server's
+event loop then sat runnable but unscheduled for 0.3-2.4 s at a time (a server at nice -10
+still showed it), and a fresh-clone CI run failed the 5 s first-frame budget. So Chromium runs
+without CAP_SYS_NICE (chromium-unboosted): five viewers then played in 1.5-3.2 s.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from netra.bench.target import stop_process
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
 CHROMIUM = "/usr/bin/chromium"
+UNBOOSTED = str(Path(__file__).with_name("chromium-unboosted"))  # CHROMIUM, without nice boosts
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -197,7 +198,7 @@ async def launch_chromium(playwright: Playwright) -> Browser:
             " (`make chromium` or `apt-get install chromium`); Playwright never downloads one here"
         )
     return await playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        executable_path=UNBOOSTED, headless=True, args=CHROMIUM_ARGS
     )
 
 
