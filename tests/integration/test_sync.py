@@ -1,4 +1,5 @@
-"""Audio and video stay in sync for a viewer who syncs on the server's sender reports."""
+"""Audio and video stay in sync through the server for a viewer who syncs on the server's
+sender reports: the skew it computes is the publisher's own, within 20 ms."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def skew(transit: dict[str, list[float]]) -> tuple[float, float, float]:
     return audio, video, audio - video
 
 
-async def test_a_viewer_computes_less_than_20_ms_of_audio_video_skew(peers: Peers) -> None:
+async def test_the_server_adds_less_than_20_ms_of_audio_video_skew(peers: Peers) -> None:
     publisher = await peers.publisher("sync")
     await publisher.join_and_publish()
     viewer = await peers.viewer("sync")
@@ -48,12 +49,13 @@ async def test_a_viewer_computes_less_than_20_ms_of_audio_video_skew(peers: Peer
     }
     audio, video, viewer_skew = skew(transit)
     # The same measure at the publisher, send time for arrival: aiortc's sender reports map
-    # RTP time to *send* time, so a stall in this process skews the publisher's own mapping.
-    # It is not asserted; it tells a server fault from a test-machine hiccup.
+    # RTP time to *send* time, so a stall in this process skews the publisher's own mapping
+    # (a fresh-clone CI run saw 90 ms of it, with the loop 135 ms late). The server's part
+    # is what the viewer sees beyond that.
     _, _, upstream_skew = skew(
         transit_times(publisher.sent.rtp, publisher.sent.sender_reports, publisher.payload_types)
     )
-    assert abs(viewer_skew) < MAX_SKEW, (
+    assert abs(viewer_skew - upstream_skew) < MAX_SKEW, (
         f"audio arrives {audio * 1000:.1f} ms after capture, video {video * 1000:.1f} ms: "
         f"skew {viewer_skew * 1000:.1f} ms; the publisher's own mapping has "
         f"{upstream_skew * 1000:.1f} ms; the event loop lagged up to {peers.loop_lag * 1000:.0f} ms"
