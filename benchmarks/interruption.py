@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -234,6 +235,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         for name, event in (("baseline", nothing), ("ws-drop", ws_drop), ("new-peer", new_peer)):
             results.append(await scenario(name, watcher, event, settle=0.5))
+        if args.metrics is not None:  # the live room, as Prometheus would scrape it now
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as reply:
+                args.metrics.write_text(await reply.text())
     finally:
         await watcher.close()
         for pc in pcs:
@@ -249,6 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--drop", type=float, default=2.0, help="seconds the socket is down")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--metrics", type=Path, help="save the server's /metrics here at the end")
     args = parser.parse_args()
     results = asyncio.run(run(args))
     if args.json:
