@@ -9,11 +9,22 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: serve test bench install install-test install-bench chromium firefox janus clients netns \
   lint clean
 
-$(BIN)/netra: pyproject.toml
+# The native fan-out (src/netra/media/fanout.c) is compiled at install: gcc and Python's headers.
+PY_HEADERS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)/Python.h
+
+NATIVE := $(wildcard src/netra/media/fanout*.[ch] src/netra/media/fanout_build.py \
+  src/netra/bench/counter*.[ch] src/netra/bench/counter_build.py)
+
+$(BIN)/netra: pyproject.toml setup.py $(NATIVE)
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
 	  echo "installing Debian's python3-venv"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
+	@if ! command -v gcc >/dev/null || [ ! -f "$(PY_HEADERS)" ]; then \
+	  echo "installing Debian's gcc and python3-dev for the native fan-out"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev python3-dev; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
@@ -84,8 +95,11 @@ lint: install-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src/netra
 
+# The whole suite on the native fan-out (the default), then the suites that forward media
+# again on the Python fan-out, the reference and fallback (src/netra/media/fanout.py).
 test: install-test chromium firefox janus clients netns lint
 	$(NETNS) $(BIN)/python -m pytest -q
+	NETRA_FANOUT=python $(NETNS) $(BIN)/python -m pytest -q tests/integration tests/e2e
 
 # The published comparison: Netra and Janus interleaved, three ladders each (~20 min).
 bench: install-bench janus

@@ -24,14 +24,15 @@ from pathlib import Path
 
 from netra.bench.bot import ViewerBot
 from netra.bench.clip import load_clip
+from netra.bench.counter import Counter, available
 from netra.bench.publisher import SyntheticPublisher
 from netra.bench.target import NetraTarget
 from netra.media import aiortc_private
 
 # Which part of the path a leaf function belongs to, by (file fragment, function fragment).
 PARTS: tuple[tuple[str, str, str], ...] = (
-    ("UDP sendto (kernel)", "aiortc_private.py", "rtp_rewritten:sendto"),
-    ("SRTP protect (libsrtp)", "aiortc_private.py", "rtp_rewritten:srtp"),
+    ("native fan-out (C: patch, SRTP protect, sendto)", "netra/media/fanout.py", "send"),
+    ("native fan-out (C: patch, SRTP protect, sendto)", "netra/media/fanout.py", "forward"),
     ("SRTP protect (libsrtp)", "pylibsrtp", ""),
     ("per-viewer Python (rewrite, patch, counters)", "netra/media", ""),
     ("receive path (aiortc/aioice)", "aiortc/", ""),
@@ -41,8 +42,9 @@ PARTS: tuple[tuple[str, str, str], ...] = (
 
 
 def _part(frame: str, sendto_line: int, protect_line: int) -> str:
-    # A frame reads "function (path:line)".
-    if "rtp_rewritten" in frame:
+    # A frame reads "function (path:line)". On the Python path (--fanout python) the sendto
+    # and srtp_protect lines of SrtpRoute tell the kernel and libsrtp apart.
+    if "aiortc_private.py" in frame and ("rtp_rewritten" in frame or "_send" in frame):
         line = int(frame.rsplit(":", 1)[1].rstrip(")"))
         if line == sendto_line:
             return "UDP sendto (kernel)"
@@ -56,11 +58,12 @@ def _part(frame: str, sendto_line: int, protect_line: int) -> str:
 
 
 def _source_lines() -> tuple[int, int]:
-    """The line numbers of the sendto and srtp_protect calls inside rtp_rewritten."""
+    """The line numbers of SrtpRoute's sendto and srtp_protect calls (the Python path)."""
     import inspect
 
-    lines, first = inspect.getsourcelines(aiortc_private.DirectSend.rtp_rewritten)
+    lines, first = inspect.getsourcelines(aiortc_private.SrtpRoute._send)
     sendto = next(first + i for i, text in enumerate(lines) if "sendto(datagram" in text)
+    lines, first = inspect.getsourcelines(aiortc_private.SrtpRoute.rtp_rewritten)
     protect = next(first + i for i, text in enumerate(lines) if "srtp_protect(" in text)
     return sendto, protect
 
@@ -69,6 +72,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--fanout", choices=("auto", "native", "python"), default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench-output"))
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -76,18 +80,20 @@ async def main() -> None:
         sys.exit("py-spy is missing: make install-bench")
     aiortc_private.offer_host_addresses(["127.0.0.1"])
     os.sched_setaffinity(0, {1})
-    target = NetraTarget()
+    target = NetraTarget(fanout=args.fanout)
     await target.start(0)
     publisher = SyntheticPublisher(load_clip())
     bots: list[ViewerBot] = []
-    raw = args.out / f"profile-{args.viewers}.txt"
+    counter: Counter | None = None
+    raw = args.out / f"profile-{args.viewers}-{args.fanout}.txt"
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         await publisher.start(target)
         assert publisher.video is not None
+        counter = Counter(publisher.video.log, capacity=args.viewers) if available() else None
         while len(bots) < args.viewers:
             step = [
-                ViewerBot(len(bots) + i, publisher.video.log)
+                ViewerBot(len(bots) + i, publisher.video.log, counter=counter)
                 for i in range(min(25, args.viewers - len(bots)))
             ]
             bots.extend(step)
@@ -104,6 +110,8 @@ async def main() -> None:
     finally:
         for b in bots:
             await b.close()
+        if counter is not None:
+            await counter.close()
         await publisher.close()
         await target.stop()
     sendto_line, protect_line = _source_lines()
@@ -125,12 +133,13 @@ async def main() -> None:
         print(f"{100 * count / total:6.1f} %  {leaf}")
     summary = {
         "viewers": args.viewers,
+        "fanout": args.fanout,
         "server_cpu": round(cpu, 3),
         "samples": total,
         "parts": {k: round(v / total, 4) for k, v in parts.most_common()},
         "top": {k: round(v / total, 4) for k, v in leaves.most_common(25)},
     }
-    path = args.out / f"profile-{args.viewers}.json"
+    path = args.out / f"profile-{args.viewers}-{args.fanout}.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nwrote {raw} and {path}")
 

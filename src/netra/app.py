@@ -18,14 +18,14 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from netra import memory
 from netra.agents.agent import AgentContext
 from netra.auth import Authority, Grant, secret_for
-from netra.config import Config
+from netra.config import Config, ConfigError
 from netra.errors import forbidden
 from netra.http import whep, whip
 from netra.http.cors import add_cors_headers
 from netra.http.problem import problems
 from netra.http.resource import RESOURCES, Resources, bearer_token
 from netra.limits import RateLimit
-from netra.media import aiortc_private, dtls
+from netra.media import aiortc_private, dtls, fanout
 from netra.observability.access_log import AccessLogger
 from netra.observability.metrics import create_registry
 from netra.rooms.registry import RoomRegistry
@@ -69,6 +69,11 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     dtls.accept_ffmpeg_certificates()
     if config.candidate_addresses:
         aiortc_private.offer_host_addresses(config.candidate_addresses)
+    try:
+        path = fanout.select(config.fanout)
+    except RuntimeError as error:
+        raise ConfigError(f"--fanout native: {error}") from None
+    logger.info("fan-out: %s", path)
     context = AgentContext(
         config=config,
         rooms=RoomRegistry(

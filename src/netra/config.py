@@ -161,6 +161,12 @@ class Config(BaseSettings):
     log_format: Annotated[
         Literal["text", "json"], Flag("text, or json: one JSON object per line", "FORMAT")
     ] = "text"
+    # The per-viewer forwarding loop: native (C, built at install) unless it is missing or
+    # python is asked for; python is the reference, and the fallback.
+    fanout: Annotated[
+        Literal["auto", "native", "python"],
+        Flag("auto, native or python: how packets are sent to each viewer", "PATH"),
+    ] = "auto"
 
     @property
     def base_url(self) -> str:

@@ -45,6 +45,7 @@ class FakeSubscription:
     mid = "0"
     header_extensions: list[Any] = []
     group_key = (96, "0", ())
+    viewer = None  # not a native viewer: the group forwards to it one by one
 
     def __init__(self) -> None:
         self.received: list[tuple[int, bool]] = []  # (upstream seq, may start)

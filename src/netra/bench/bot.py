@@ -24,6 +24,7 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
 )
 
+from netra.bench.counter import Counter, NativeInbound
 from netra.bench.publisher import SendLog
 from netra.bench.target import Session, Target
 from netra.media import aiortc_private
@@ -62,15 +63,31 @@ class Inbound:
     def expected(self) -> int:
         return self.highest_ext - self.first_ext + 1
 
+    def latency_samples(self) -> list[float]:
+        return self.latencies
+
+    def clear_latencies(self) -> None:
+        self.latencies.clear()
+
+
+Stream = Inbound | NativeInbound
+
 
 class ViewerBot:
-    def __init__(self, index: int, video_log: SendLog | None, impaired: bool = False) -> None:
+    def __init__(
+        self,
+        index: int,
+        video_log: SendLog | None,
+        impaired: bool = False,
+        counter: Counter | None = None,
+    ) -> None:
         self.index = index
         self.impaired = impaired
         self.video_log = video_log
+        self.counter = None if impaired else counter  # an impaired bot drops in Python
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.ssrc = random.getrandbits(32)
-        self.streams: dict[int, Inbound] = {}
+        self.streams: dict[int, Stream] = {}
         self.video_payload_types: set[int] = set()
         self.dropped = 0  # by the impairment
         self.nacks_sent = self.plis_sent = 0
@@ -138,6 +155,7 @@ class ViewerBot:
             stream = self.streams[ssrc] = Inbound(
                 ssrc, seq, (data[1] & 0x7F) in self.video_payload_types
             )
+        assert isinstance(stream, Inbound)  # counted here only until handed over
         stream.packets += 1
         stream.octets += len(data)
         if data[1] & 0x80:
@@ -171,7 +189,17 @@ class ViewerBot:
         for held, at in pending:
             if self._is_keyframe_start(held):
                 stream.keyframe_at = at
+                if self.counter is not None:
+                    asyncio.get_running_loop().call_soon(self._hand_over)
                 return
+
+    def _hand_over(self) -> None:
+        """From the first keyframe on, the native counter counts this bot's packets."""
+        if self.counter is None or self._dtls is None or self.pc.connectionState == "closed":
+            return
+        protocol = aiortc_private.nominated_protocol(self._dtls)
+        if protocol is None or not self.counter.adopt(self, protocol, self.streams):
+            self.counter = None
 
     def _is_keyframe_start(self, data: bytes) -> bool:
         try:
@@ -227,10 +255,15 @@ class ViewerBot:
     # --- feedback ------------------------------------------------------------------------
 
     def _nack(self, stream: Inbound, seq: int, missing: int) -> None:
+        self.nack_gap(stream.ssrc, (seq - 1) & 0xFFFF, missing)
+
+    def nack_gap(self, media_ssrc: int, newest_missing: int, missing: int) -> None:
+        """NACK the `missing` packets up to `newest_missing`, at most MAX_NACK of them."""
         if self._send is None:
             return
-        lost = [(seq - missing + i) & 0xFFFF for i in range(min(missing, MAX_NACK))]
-        packet = RtcpRtpfbPacket(RTCP_RTPFB_NACK, self.ssrc, stream.ssrc, lost)
+        first = newest_missing - missing + 1
+        lost = [(first + i) & 0xFFFF for i in range(min(missing, MAX_NACK))]
+        packet = RtcpRtpfbPacket(RTCP_RTPFB_NACK, self.ssrc, media_ssrc, lost)
         try:
             self._send.rtcp(bytes(packet))
             self.nacks_sent += 1
@@ -278,7 +311,7 @@ class ViewerBot:
     # --- results -------------------------------------------------------------------------
 
     @property
-    def video(self) -> Inbound | None:
+    def video(self) -> Stream | None:
         return next((s for s in self.streams.values() if s.video), None)
 
     @property
@@ -300,6 +333,8 @@ class ViewerBot:
         return None if video is None else video.keyframe_at
 
     async def close(self) -> None:
+        if self.counter is not None:
+            self.counter.release(self)
         if self._send is not None:
             self._send.close()
         if self._session is not None:

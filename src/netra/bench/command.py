@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netra.bench import report
+from netra.bench import counter, report
 from netra.bench.clip import load_clip
 from netra.bench.ladder import LadderOptions, LadderResult, run_ladder
 from netra.bench.target import Target, TargetUnavailable
@@ -24,6 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also run Janus's VideoRoom, interleaved A/B/A/B, and compare",
     )
     parser.add_argument("--repeats", type=int, default=3, help="ladders per server (--against)")
+    parser.add_argument(
+        "--fanout",
+        choices=("auto", "native", "python"),
+        default="auto",
+        help="the server's per-viewer forwarding path (netra serve --fanout)",
+    )
+    parser.add_argument(
+        "--bots",
+        choices=("native", "python"),
+        default="native" if counter.available() else "python",
+        help="how viewer bots count packets: a native receive thread, or Python per packet",
+    )
     parser.add_argument("--step", type=int, default=25, help="viewers added per step")
     parser.add_argument("--max-viewers", type=int, default=500, help="bound on viewers")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after each step")
@@ -34,10 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-output"), help="output folder")
 
 
-def _targets(against: str | None) -> list[Target]:
+def _targets(against: str | None, fanout: str) -> list[Target]:
     from netra.bench.target import NetraTarget
 
-    targets: list[Target] = [NetraTarget()]
+    targets: list[Target] = [NetraTarget(fanout=fanout)]
     if against == "janus":
         from netra.bench.janus import JanusTarget
 
@@ -138,8 +150,9 @@ async def _run(args: argparse.Namespace) -> int:
         impaired=args.impaired,
         server_cpu=None if args.no_pin else 0,
         load_cpu=None if args.no_pin else 1,
+        native_bots=args.bots == "native",
     )
-    targets = _targets(args.against)
+    targets = _targets(args.against, args.fanout)
     print("encoding the clip (cached after the first run)…", flush=True)
     clip = load_clip()
     print(
@@ -177,10 +190,13 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.bots == "native" and not counter.available():
+        sys.exit("netra bench --bots native: the native counter is not built (make install)")
     try:
         import uvloop
     except ImportError:  # pragma: no cover
         pass
     else:
-        uvloop.install()
+        if args.bots == "python":  # the native counter pauses sockets, which uvloop cannot
+            uvloop.install()
     sys.exit(asyncio.run(_run(args)))

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from netra.bench import procstat
 from netra.bench.bot import ViewerBot
 from netra.bench.clip import Clip
+from netra.bench.counter import Counter
 from netra.bench.publisher import SyntheticPublisher
 from netra.bench.target import Target
 from netra.observability.loop_lag import LoopLag
@@ -39,6 +40,7 @@ class LadderOptions:
     impaired: int = 1  # viewers (of the first step) whose path drops packets
     server_cpu: int | None = 0
     load_cpu: int | None = 1
+    native_bots: bool = True  # bots count in a native receive thread (bench/counter.py)
 
 
 @dataclass
@@ -161,7 +163,7 @@ class _Snapshot:
 def _start_window(bots: list[ViewerBot], publisher: SyntheticPublisher, pid: int) -> _Snapshot:
     for bot in bots:  # latency samples are kept per window
         for stream in bot.streams.values():
-            stream.latencies.clear()
+            stream.clear_latencies()
     return _Snapshot(bots, publisher, pid)
 
 
@@ -207,7 +209,7 @@ def _measure(
         frame_ratios.append(frame_loss)
         worst = max(worst, bot_loss)
         for stream in bot.streams.values():
-            latencies.extend(stream.latencies)
+            latencies.extend(stream.latency_samples())
     healthy = [b for b in bots if not b.impaired]
     gap_loss = missing / expected if expected else (1.0 if healthy else 0.0)
     frame_loss = statistics.fmean(frame_ratios) if frame_ratios else 0.0
@@ -284,10 +286,13 @@ async def run_ladder(
     publisher = SyntheticPublisher(clip)
     bots: list[ViewerBot] = []
     ticker: asyncio.Task[None] | None = None
+    counter: Counter | None = None
     try:
         await publisher.start(target)
         assert publisher.video is not None
         video_log = publisher.video.log
+        if options.native_bots:
+            counter = Counter(video_log, capacity=options.max_viewers + options.step)
 
         async def tick() -> None:
             # Each bot reports once a second at its own phase, as independent browsers do;
@@ -313,7 +318,12 @@ async def run_ladder(
                 break
             step_start = time.perf_counter()
             joiners = [
-                ViewerBot(len(bots) + i, video_log, impaired=len(bots) + i < options.impaired)
+                ViewerBot(
+                    len(bots) + i,
+                    video_log,
+                    impaired=len(bots) + i < options.impaired,
+                    counter=counter,
+                )
                 for i in range(min(options.step, options.max_viewers - len(bots)))
             ]
             bots.extend(joiners)
@@ -344,6 +354,8 @@ async def run_ladder(
                 await ticker
         await load_lag.stop()
         await _close_all(bots, publisher)
+        if counter is not None:
+            await counter.close()
         gc.unfreeze()
         await target.stop()
     return result

@@ -40,17 +40,21 @@ PACING_RATE = 2.5 * 2_500_000  # bit/s: WebRTC paces at 2.5x its target bitrate
 class SendLog:
     """When each sequence number of one SSRC left, and how long it was (the last 65536)."""
 
-    __slots__ = ("sent_at", "sizes", "newest")
+    __slots__ = ("sent_at", "sizes", "newest_cell")
 
     def __init__(self) -> None:
         self.sent_at = array("d", bytes(8 * 65536))
         self.sizes = array("H", bytes(2 * 65536))
-        self.newest = -1
+        self.newest_cell = array("q", [-1])  # an array, so the bots' native counter reads it
+
+    @property
+    def newest(self) -> int:
+        return self.newest_cell[0]
 
     def put(self, seq: int, size: int, at: float) -> None:
         self.sent_at[seq] = at
         self.sizes[seq] = size
-        self.newest = seq
+        self.newest_cell[0] = seq
 
 
 class _Stream:
@@ -87,7 +91,7 @@ class _Stream:
         )
         packet.extensions = HeaderExtensions(mid=self.mid)
         data = packet.serialize(self.extensions)
-        if self.send.rtp(data):
+        if self.send.rtp(data) == aiortc_private.SENT:
             self.log.put(self.seq, len(data), time.perf_counter())
             self.packets += 1
             self.octets += len(payload)

@@ -157,8 +157,9 @@ class NetraTarget:
 
     name = "netra"
 
-    def __init__(self, room: str = "bench") -> None:
+    def __init__(self, room: str = "bench", fanout: str = "auto") -> None:
         self.room = room
+        self.fanout = fanout
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         # The server under test signs tokens with this; publishing and /api/rooms need one.
@@ -178,6 +179,7 @@ class NetraTarget:
             sys.executable, "-m", "netra", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--candidate-address", "127.0.0.1", "--log-level", "WARNING",
+            "--fanout", self.fanout,
         ]  # fmt: skip
         env = {**os.environ, "NETRA_ICE_SERVERS": "", "NETRA_AUTH_SECRET": self._secret}
         self._process = subprocess.Popen(pinned(command, cpu), env=env)

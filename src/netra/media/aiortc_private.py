@@ -12,7 +12,6 @@ no ICE candidates). `unpatched()` gives back aiortc's original of a patched name
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -405,109 +404,140 @@ def sender_ssrc(sender: RTCRtpSender) -> int:
     return int(sender._ssrc)
 
 
-class DirectSend:
-    """Protect and send datagrams on a viewer's DTLS transport without aiortc's four-level
-    coroutine chain (fan-out.md (c+)). Synchronous: no await per packet.
+SENT, BLOCKED, FAILED = 0, 1, 2  # what a send did
 
-    `rtp_rewritten` is the per-packet-per-viewer call: it copies the group's template straight
-    into libsrtp's working buffer, patches sequence number, timestamp and SSRC there, protects
-    in place and sends: one copy in and one out, where pylibsrtp's `protect()` makes three.
-    It sends with `sendto` on a duplicate of the ICE socket's descriptor: at 100 viewers that
-    used 51 % of a core against 56 % with uvloop's `transport.sendto` (docs/benchmarks.md),
-    though the two cost the same for one destination in isolation. When
-    the kernel buffer is full it falls back to the transport, which queues. The route (socket,
-    address, SRTP session) is looked up once per connection, not per packet. `close()`
-    releases the duplicate descriptor.
+
+class SrtpRoute:
+    """Where one viewer's datagrams go and how they are protected: a socket of our own (a
+    duplicate of the ICE socket's descriptor), the remote address, and the SRTP session aiortc
+    negotiated. Sending on the duplicate with `sendto` used 51 % of a core at 100 viewers
+    against 56 % through uvloop's transport (docs/benchmarks.md).
+
+    A send that would block is dropped and reported (BLOCKED), never queued: the transport's
+    buffer has no bound, and the caller resyncs the viewer at the next keyframe instead.
     """
 
-    __slots__ = ("_dtls", "_route", "_length", "_socket")
+    __slots__ = ("socket", "address", "session", "_sendto", "_srtp", "_cdata", "_buffer",
+                 "_room", "_length")  # fmt: skip
 
-    def __init__(self, dtls: RTCDtlsTransport) -> None:
-        self._dtls = dtls
-        self._route: tuple[Any, ...] | None = None
+    def __init__(self, sock: socket.socket, address: tuple[Any, ...], session: Any) -> None:
+        self.socket = sock
+        self.address = address
+        self.session = session
+        self._sendto = sock.sendto
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self._buffer = session._buffer
+        self._room = len(session._cdata) - _SRTP_TRAILER
         self._length = _srtp_ffi.new("int *")
-        self._socket: socket.socket | None = None
 
-    def _resolve(self) -> tuple[Any, ...] | None:
-        self.close()
-        if self._dtls._state is not _DTLS_CONNECTED:
-            return None
-        pair = self._dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            return None
-        transport = pair.protocol.transport
-        fast_sendto: Any = transport.sendto
-        with contextlib.suppress(OSError, AttributeError, ValueError):
-            fd = transport.get_extra_info("socket").fileno()
-            self._socket = socket.socket(fileno=os.dup(fd))
-            self._socket.setblocking(False)
-            fast_sendto = self._socket.sendto
-        session = self._dtls._tx_srtp
-        cdata = session._cdata
-        self._route = (
-            fast_sendto,
-            pair.remote_addr,
-            session,
-            session._srtp[0],
-            cdata,
-            session._buffer,
-            len(cdata) - _SRTP_TRAILER,
-            transport.sendto,
-        )
-        return self._route
+    @property
+    def srtp_address(self) -> int:
+        """The libsrtp session's address, for the native fan-out."""
+        return int(_srtp_ffi.cast("uintptr_t", self._srtp))
 
-    def close(self) -> None:
-        self._route = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-
-    def _live_route(self) -> tuple[Any, ...] | None:
-        route = self._route
-        if route is None or self._dtls._state is not _DTLS_CONNECTED:
-            route = self._resolve()
-        return route
-
-    def rtp_rewritten(self, template: bytes, seq: int, timestamp: int, ssrc: int) -> bool:
-        route = self._route  # _live_route(), inlined: this runs per packet per viewer
-        if route is None or self._dtls._state is not _DTLS_CONNECTED:
-            route = self._resolve()
-            if route is None:
-                return False
-        sendto, addr, _, srtp, cdata, buffer, room, queued_sendto = route
+    def rtp_rewritten(self, template: bytes, seq: int, timestamp: int, ssrc: int) -> int:
+        """The per-packet-per-viewer send: copy the group's template straight into libsrtp's
+        working buffer, patch sequence number, timestamp and SSRC there, protect in place and
+        send: one copy in and one out, where pylibsrtp's `protect()` makes three."""
         size = len(template)
-        if size > room:
-            return False
+        if size > self._room:
+            return FAILED
+        buffer = self._buffer
         buffer[0:size] = template
         _RTP_FIELDS.pack_into(buffer, 2, seq, timestamp, ssrc)
         length = self._length
         length[0] = size
-        if _srtp_lib.srtp_protect(srtp, cdata, length):
-            return False
-        datagram = buffer[0 : length[0]]
+        if _srtp_lib.srtp_protect(self._srtp, self._cdata, length):
+            return FAILED
+        return self._send(buffer[0 : length[0]])
+
+    def rtp(self, data: bytes) -> int:
         try:
-            sendto(datagram, addr)
-        except BlockingIOError:
-            queued_sendto(datagram, addr)
-        return True
+            datagram = self.session.protect(data)
+        except pylibsrtp.Error:
+            return FAILED
+        return self._send(datagram)
 
-    def rtp(self, data: bytes) -> bool:
-        return self._send_protected(data, rtcp=False)
-
-    def rtcp(self, data: bytes) -> bool:
-        return self._send_protected(data, rtcp=True)
-
-    def _send_protected(self, data: bytes, rtcp: bool) -> bool:
-        route = self._live_route()
-        if route is None:
-            return False
-        session = route[2]
-        datagram = session.protect_rtcp(data) if rtcp else session.protect(data)
+    def rtcp(self, data: bytes) -> int:
         try:
-            route[0](datagram, route[1])
+            datagram = self.session.protect_rtcp(data)
+        except pylibsrtp.Error:
+            return FAILED
+        return self._send(datagram)
+
+    def _send(self, datagram: bytes) -> int:
+        try:
+            self._sendto(datagram, self.address)
         except BlockingIOError:
-            route[7](datagram, route[1])
-        return True
+            return BLOCKED
+        except OSError:
+            return FAILED
+        return SENT
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def srtp_route(dtls: RTCDtlsTransport) -> SrtpRoute | None:
+    """The route of a connected DTLS transport's nominated ICE pair, or None before that."""
+    if dtls._state is not _DTLS_CONNECTED:
+        return None
+    pair = dtls.transport._connection._nominated.get(1)
+    if pair is None:
+        return None
+    try:
+        fd = pair.protocol.transport.get_extra_info("socket").fileno()
+        sock = socket.socket(fileno=os.dup(fd))
+    except (OSError, AttributeError, ValueError):
+        return None
+    sock.setblocking(False)
+    return SrtpRoute(sock, pair.remote_addr, dtls._tx_srtp)
+
+
+def srtp_protect_address() -> int:
+    """libsrtp's `srtp_protect`, as linked into pylibsrtp, for the native fan-out to call."""
+    return int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
+
+
+class DirectSend:
+    """Protect and send datagrams on a viewer's DTLS transport without aiortc's four-level
+    coroutine chain (fan-out.md (c+)). Synchronous: no await per packet. The route is looked
+    up once per connection, not per packet, and again if the transport is reconnected."""
+
+    __slots__ = ("_dtls", "route")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        self.route: SrtpRoute | None = None
+
+    def live_route(self) -> SrtpRoute | None:
+        route = self.route
+        if route is None or self._dtls._state is not _DTLS_CONNECTED:
+            self.close()
+            route = self.route = srtp_route(self._dtls)
+        return route
+
+    def rtp_rewritten(self, template: bytes, seq: int, timestamp: int, ssrc: int) -> int:
+        route = self.route  # live_route(), inlined: this runs per packet per viewer
+        if route is None or self._dtls._state is not _DTLS_CONNECTED:
+            route = self.live_route()
+            if route is None:
+                return FAILED
+        return route.rtp_rewritten(template, seq, timestamp, ssrc)
+
+    def rtp(self, data: bytes) -> int:
+        route = self.live_route()
+        return FAILED if route is None else route.rtp(data)
+
+    def rtcp(self, data: bytes) -> int:
+        route = self.live_route()
+        return FAILED if route is None else route.rtcp(data)
+
+    def close(self) -> None:
+        if self.route is not None:
+            self.route.close()
+            self.route = None
 
 
 # --- DTLS --------------------------------------------------------------------------------
@@ -545,6 +575,12 @@ def tap_datagrams(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> No
                     break
                 except OSError:
                     continue
+
+
+def nominated_protocol(dtls: RTCDtlsTransport) -> Any:
+    """The aioice protocol (socket) of the transport's nominated ICE pair, or None."""
+    pair = dtls.transport._connection._nominated.get(1)
+    return None if pair is None else pair.protocol
 
 
 def has_srtp_keys(dtls: RTCDtlsTransport) -> bool:

@@ -22,7 +22,7 @@ from aiortc import RTCRtpCodecParameters, RTCRtpReceiver
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpSrPacket, RtpPacket
 
-from netra.media import aiortc_private
+from netra.media import aiortc_private, fanout
 from netra.media.codecs import keyframe_detector
 
 if TYPE_CHECKING:
@@ -68,9 +68,11 @@ class PacketHistory:
 
 
 class Group:
-    """Subscriptions whose packets serialize to the same bytes before the per-viewer fields."""
+    """Subscriptions whose packets serialize to the same bytes before the per-viewer fields.
+    Its native viewers get each packet in one native call; the others one by one."""
 
-    __slots__ = ("payload_type", "mid", "extensions_map", "subscriptions", "history")
+    __slots__ = ("payload_type", "mid", "extensions_map", "subscriptions", "history",
+                 "_native", "_one_by_one")  # fmt: skip
 
     def __init__(
         self, payload_type: int, mid: str, extensions: list[RTCRtpHeaderExtensionParameters]
@@ -81,6 +83,37 @@ class Group:
         self.extensions_map.configure(RTCRtpParameters(headerExtensions=extensions))
         self.subscriptions: list[Subscription] = []
         self.history = PacketHistory()
+        self._native = fanout.NativeFanout() if fanout.native() else None
+        self._one_by_one: list[Subscription] = []
+
+    def add(self, subscription: Subscription) -> None:
+        self.subscriptions.append(subscription)
+        if self._native is not None and isinstance(subscription.viewer, fanout.NativeViewer):
+            self._native.add(subscription)
+        else:
+            self._one_by_one.append(subscription)
+
+    def remove(self, subscription: Subscription) -> None:
+        self.subscriptions.remove(subscription)
+        if subscription in self._one_by_one:
+            self._one_by_one.remove(subscription)
+        elif self._native is not None:
+            self._native.remove(subscription)
+
+    def send(self, template: bytes, seq: int, ts: int, can_start: bool) -> int:
+        """Forward one packet to every subscription; returns how many raised (a bug)."""
+        errors = 0
+        if self._native is not None:
+            try:
+                self._native.send(template, seq, ts, can_start)
+            except Exception:
+                errors += 1
+        for subscription in self._one_by_one:
+            try:  # free unless raised; one broken viewer must not stop the others
+                subscription.forward(template, seq, ts, can_start)
+            except Exception:
+                errors += 1
+        return errors
 
     def serialize(self, packet: RtpPacket, send_time: int) -> bytes:
         out = RtpPacket(
@@ -186,12 +219,9 @@ class Publication:
         now = self._newest_time = time.time()
         send_time = abs_send_time(now)
         for group in self._groups.values():
-            template = group.serialize(packet, send_time)
-            for subscription in group.subscriptions:
-                try:  # free unless raised; one broken viewer must not stop the others
-                    subscription.forward(template, seq, ts, can_start)
-                except Exception:
-                    self.stats["forward_errors"] += 1
+            errors = group.send(group.serialize(packet, send_time), seq, ts, can_start)
+            if errors:
+                self.stats["forward_errors"] += errors
 
     def _on_rtcp(self, packet: Any) -> None:
         self.stats["rtcp"] += 1
@@ -248,7 +278,7 @@ class Publication:
             group = self._groups[key] = Group(
                 subscription.payload_type, subscription.mid, subscription.header_extensions
             )
-        group.subscriptions.append(subscription)
+        group.add(subscription)
         if self.kind == "video":
             self.start_viewer(subscription, group)
         return group
@@ -257,7 +287,7 @@ class Publication:
         group = self._groups.get(subscription.group_key)
         if group is None or subscription not in group.subscriptions:
             return
-        group.subscriptions.remove(subscription)
+        group.remove(subscription)
         if not group.subscriptions:
             del self._groups[subscription.group_key]
 

@@ -28,11 +28,11 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from netra.media import aiortc_private
+from netra.media import aiortc_private, fanout
+from netra.media.aiortc_private import SENT
+from netra.media.fanout import EVENT_BLOCKED, EVENT_FAILED, EVENT_STARTED, Viewer, ViewerState
 from netra.media.forwarder import (
     RetransmitBudget,
-    TrackRewrite,
-    rewrite,
     take_retransmit,
     upstream_seq,
     viewer_rtp_timestamp,
@@ -41,6 +41,7 @@ from netra.media.forwarder import resync as forwarder_resync
 from netra.media.publication import Group, Publication
 
 RTCP_PSFB_FIR = 4
+COUNTS = ("packets", "octets", "dropped", "send_failures", "blocked")
 # A video viewer that has had no keyframe this long asks again: Chromium sends keyframes only
 # on request, and a viewer that never got one sends no PLI of its own.
 KEYFRAME_RETRY_SECONDS = 1.0
@@ -53,18 +54,14 @@ class Subscription:
         sender: RTCRtpSender = transceiver.sender
         self.ssrc = aiortc_private.sender_ssrc(sender)
         self._transceiver = transceiver
-        self._rewrite: TrackRewrite | None = None
+        self.viewer: Viewer | None = None  # from activation to close
+        self._counts: dict[str, int] = {}  # what the viewer counted, kept after close
         self._group: Group | None = None
         self._send: aiortc_private.DirectSend | None = None
         self._sr_sent_at: dict[int, float] = {}
         self._budget = RetransmitBudget()
         self._keyframe_retry: asyncio.TimerHandle | None = None
         self.closed = False
-        # Counted on every packet, so kept as plain attributes rather than in `stats`.
-        self.packets = 0
-        self.octets = 0
-        self.dropped = 0
-        self.send_failures = 0
         self.stats: dict[str, Any] = {
             "resyncs": 0,
             "retransmitted": 0,
@@ -105,12 +102,14 @@ class Subscription:
         if self.closed or self._group is not None or self.publication.closed:
             return
         self._send = aiortc_private.DirectSend(self._transceiver.sender.transport)
-        self._rewrite = TrackRewrite(
+        state = ViewerState(
             ssrc=self.ssrc,
             payload_type=self.payload_type,
             ts_offset=random.getrandbits(32),
             next_out_seq=random.getrandbits(16),
         )
+        route = self._send.live_route() if fanout.native() else None
+        self.viewer = fanout.viewer(self._send, route, state)
         self._group = self.publication.attach(self)
         if self.kind == "video":
             self._schedule_keyframe_retry()
@@ -120,7 +119,7 @@ class Subscription:
         self._keyframe_retry = loop.call_later(KEYFRAME_RETRY_SECONDS, self._retry_keyframe)
 
     def _retry_keyframe(self) -> None:
-        if self.closed or self._rewrite is None or self._rewrite.started:
+        if self.closed or self.viewer is None or self.viewer.state.started:
             self._keyframe_retry = None
             return
         self.publication.request_keyframe()
@@ -129,36 +128,41 @@ class Subscription:
     # --- the hot path --------------------------------------------------------------------
 
     def forward(self, template: bytes, seq: int, ts: int, can_start: bool) -> None:
-        state, send = self._rewrite, self._send
-        if state is None or send is None:
-            return
-        was_started = state.started
-        out_seq = rewrite(state, seq, can_start)
-        if out_seq < 0:
-            self.dropped += 1
-            return
-        try:
-            sent = send.rtp_rewritten(
-                template, out_seq, (ts + state.ts_offset) & 0xFFFFFFFF, self.ssrc
-            )
-        except Exception:  # a broken transport must not stop the fan-out loop
-            sent = False
-        if not sent:
-            self.send_failures += 1
-            return
-        self.packets += 1
-        self.octets += len(template) - 12
-        if not was_started and self.publication.sender_report is not None:
+        """One packet to this viewer alone; a Group sends to all its native viewers at once."""
+        viewer = self.viewer
+        if viewer is not None:
+            events = viewer.forward(template, seq, ts, can_start)
+            if events:
+                self.on_events(events)
+
+    def on_events(self, events: int) -> None:
+        """What the fan-out step left to Python for this viewer (counted there already)."""
+        if events & EVENT_BLOCKED:
+            self._hold_until_keyframe()
+        elif events & EVENT_STARTED and not events & EVENT_FAILED:
+            self._on_started()
+
+    def _on_started(self) -> None:
+        if self.publication.sender_report is not None:
             # Give the viewer the A/V mapping at once instead of at the next upstream SR.
             self.send_sender_report(*self.publication.sender_report)
+
+    def _hold_until_keyframe(self) -> None:
+        """A packet could not be sent because the viewer's socket buffer is full: the picture
+        is broken, so video stops until the next keyframe rather than queue without bound.
+        No replay here: it would meet the same full buffer."""
+        if self.kind != "video" or self.viewer is None or not self.viewer.state.started:
+            return
+        forwarder_resync(self.viewer.state)
+        self.stats["resyncs"] += 1
+        self.publication.request_keyframe()
 
     def resync(self) -> None:
         """Stop sending video this viewer cannot decode after unrepairable loss, and resume
         it at the next keyframe (replayed at once when the publication has a fresh one)."""
-        state = self._rewrite
-        if self.kind != "video" or state is None or not state.started or self.closed:
+        if self.kind != "video" or self.viewer is None or not self.viewer.state.started:
             return
-        forwarder_resync(state)
+        forwarder_resync(self.viewer.state)
         self.stats["resyncs"] += 1
         self.publication.start_viewer(self)
 
@@ -166,33 +170,29 @@ class Subscription:
         """The publication now comes from the streamer's new connection: video waits for its
         first keyframe, numbered on from what this viewer was last sent (not a resync: no
         keyframe is asked for here, nothing was lost)."""
-        state = self._rewrite
-        if self.kind == "video" and state is not None and not self.closed:
-            forwarder_resync(state)
+        if self.kind == "video" and self.viewer is not None:
+            forwarder_resync(self.viewer.state)
 
     # --- RTCP ----------------------------------------------------------------------------
 
     def send_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
-        state = self._rewrite
-        if state is None or not state.started or self._send is None:
+        if self.viewer is None or not self.viewer.state.started or self._send is None:
             return
+        state = self.viewer.state
         report = RtcpSrPacket(
             ssrc=self.ssrc,
             sender_info=RtcpSenderInfo(
                 ntp_timestamp=ntp_timestamp,
                 rtp_timestamp=viewer_rtp_timestamp(state, rtp_timestamp),
-                packet_count=self.packets & 0xFFFFFFFF,
-                octet_count=self.octets & 0xFFFFFFFF,
+                packet_count=state.packets & 0xFFFFFFFF,
+                octet_count=state.octets & 0xFFFFFFFF,
             ),
         )
-        try:
-            if self._send.rtcp(bytes(report)):
-                lsr = (ntp_timestamp >> 16) & 0xFFFFFFFF
-                self._sr_sent_at[lsr] = time.monotonic()
-                while len(self._sr_sent_at) > 8:
-                    del self._sr_sent_at[next(iter(self._sr_sent_at))]
-        except Exception:
-            self.send_failures += 1
+        if self._send.rtcp(bytes(report)) == SENT:
+            lsr = (ntp_timestamp >> 16) & 0xFFFFFFFF
+            self._sr_sent_at[lsr] = time.monotonic()
+            while len(self._sr_sent_at) > 8:
+                del self._sr_sent_at[next(iter(self._sr_sent_at))]
 
     def _on_rtcp(self, packet: Any) -> None:
         if self.closed:
@@ -225,9 +225,9 @@ class Subscription:
             self.stats["rtt_ms"] = round(max(rtt, 0.0) * 1000, 2)
 
     def _retransmit(self, out_seq: int, now: float) -> None:
-        state = self._rewrite
-        if state is None or self._group is None or self._send is None:
+        if self.viewer is None or self._group is None or self._send is None:
             return
+        state = self.viewer.state
         in_seq = upstream_seq(state, out_seq)
         if in_seq is None:
             return  # not ours under the current mapping (e.g. from before a resync)
@@ -240,16 +240,13 @@ class Subscription:
             self.resync()
             return
         ts = int.from_bytes(template[4:8], "big")
-        try:
-            sent = self._send.rtp_rewritten(
-                template, out_seq, viewer_rtp_timestamp(state, ts), self.ssrc
-            )
-        except Exception:
-            sent = False
-        if sent:
+        result = self._send.rtp_rewritten(
+            template, out_seq, viewer_rtp_timestamp(state, ts), self.ssrc
+        )
+        if result == SENT:
             self.stats["retransmitted"] += 1
         else:
-            self.send_failures += 1
+            state.send_failures += 1
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -265,14 +262,22 @@ class Subscription:
         if self._send is not None:
             self._send.close()
             self._send = None
+        if self.viewer is not None:
+            # Detached above: no fan-out call holds its struct any more.
+            self._counts = self.snapshot_counts()
+            self.viewer.close()
+            self.viewer = None
 
     def snapshot(self) -> dict[str, object]:
         return {
             "kind": self.kind,
             "ssrc": self.ssrc,
-            "packets": self.packets,
-            "octets": self.octets,
-            "dropped": self.dropped,
-            "send_failures": self.send_failures,
+            **self.snapshot_counts(),
             **self.stats,
         }
+
+    def snapshot_counts(self) -> dict[str, int]:
+        if self.viewer is None:
+            return dict.fromkeys(COUNTS, 0) | self._counts
+        state = self.viewer.state
+        return {name: int(getattr(state, name)) for name in COUNTS}

@@ -56,6 +56,10 @@ SUBSCRIPTION_COUNTERS = {
         "Video packets not sent to a viewer while it waited for a keyframe",
     ),
     "send_failures": ("netra_send_failures", "Packets to viewers that could not be sent"),
+    "blocked": (
+        "netra_blocked_sends",
+        "Packets to viewers not sent because the socket's buffer was full (viewer resynced)",
+    ),
     "packets_lost": ("netra_lost_packets", "Packets viewers reported lost (RTCP receiver reports)"),
     "nacks": ("netra_nacks_received", "NACKs received from viewers"),
     "retransmitted": ("netra_retransmitted_packets", "Packets resent to viewers on a NACK"),
