@@ -4,6 +4,7 @@ counters that must never go backwards."""
 from __future__ import annotations
 
 import aiohttp
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -14,7 +15,7 @@ from netra.observability.metrics import Tally, create_registry
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
-from .peers import TEST_SECRET
+from .peers import TEST_SECRET, token
 from .whip_clients import HttpClients
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -80,6 +81,32 @@ async def test_metrics_show_a_live_room_its_clients_and_packets_forwarded_as_the
     second = await scrape(server)
     for name in ("netra_received_packets_total", "netra_forwarded_packets_total"):
         assert value(second, name, kind="video") > value(first, name, kind="video"), name
+
+
+@pytest.mark.parametrize(
+    "path", [pytest.param("native", marks=pytest.mark.server_config(fanout="native")),
+             pytest.param("python", marks=pytest.mark.server_config(fanout="python"))],
+)  # fmt: skip
+async def test_the_fanout_path_asked_for_is_the_one_every_viewer_is_sent_through(
+    server: Server, peers: Peers, path: str
+) -> None:
+    publisher = await peers.publisher("path")
+    await publisher.join_and_publish()
+    viewer = await peers.viewer("path")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+    assert value(await scrape(server), "netra_fanout_info", path=path) == 1
+    async with aiohttp.ClientSession() as http, http.get(
+        server.url + "/api/rooms", headers={"Authorization": f"Bearer {token(admin=True)}"}
+    ) as response:
+        rooms = await response.json()
+    subscriptions = [
+        s for room in rooms["rooms"] for p in room["publications"] for s in p["subscriptions"]
+    ]
+    assert [(s["kind"], s["fanout"]) for s in sorted(subscriptions, key=lambda s: s["kind"])] == [
+        ("audio", path), ("video", path)
+    ]
+    assert all(s["packets"] > 0 and s["send_failures"] == 0 for s in subscriptions)
 
 
 async def test_forwarded_totals_do_not_go_backwards_when_the_viewer_leaves(

@@ -272,6 +272,7 @@ class Subscription:
         return {
             "kind": self.kind,
             "ssrc": self.ssrc,
+            "fanout": "native" if isinstance(self.viewer, fanout.NativeViewer) else "python",
             **self.snapshot_counts(),
             **self.stats,
         }

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from netra.media import fanout
 from netra.rooms.participant import Role
 
 if TYPE_CHECKING:
     from netra.http.resource import Resources
-    from netra.services import Services
+    from netra.media import fanout
+from netra.services import Services
 
 VIAS = ("ws", "whip", "whep")
 PEER_STATES = ("new", "connecting", "connected", "disconnected", "failed", "closed")
@@ -185,6 +187,11 @@ class NetraCollector:
         )
 
     def _media(self, rooms: list[dict[str, Any]]) -> Iterator[Metric]:
+        path = GaugeMetricFamily(
+            "netra_fanout_info", "The per-viewer forwarding path in use", labels=["path"]
+        )
+        path.add_metric(["native" if fanout.native() else "python"], 1)
+        yield path
         publications: dict[Hashable, tuple[str, Mapping[str, Any]]] = {}
         subscriptions: dict[Hashable, tuple[str, Mapping[str, Any]]] = {}
         for room in rooms:
