@@ -9,11 +9,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: serve test bench install install-test install-bench chromium firefox janus clients netns \
   lint clean
 
-# The native fan-out (src/netra/media/fanout.c) is compiled at install: gcc and Python's headers.
+# The native fan-out and the load tool's counter (src/netra/native_build.py) are compiled at
+# install: gcc and Python's headers.
 PY_HEADERS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)/Python.h
 
-NATIVE := $(wildcard src/netra/media/fanout*.[ch] src/netra/media/fanout_build.py \
-  src/netra/bench/counter*.[ch] src/netra/bench/counter_build.py)
+NATIVE := src/netra/native_build.py $(wildcard src/netra/media/fanout.[ch] src/netra/bench/counter.[ch])
 
 $(BIN)/netra: pyproject.toml setup.py $(NATIVE)
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from netra.bench import counter as counter_module
 from netra.bench.bot import Inbound, ViewerBot
@@ -50,43 +53,68 @@ def test_the_native_counter_is_built_here() -> None:
     assert counter_module.available(), "netra.bench._counter is missing: reinstall with gcc"
 
 
-async def test_the_thread_counts_as_the_python_bot_does_and_hands_back_what_is_not_rtp() -> None:
-    loop = asyncio.get_running_loop()
+@dataclass
+class Rig:
+    """A counter over one send log, a bot socket it can adopt, and a sender to that socket."""
+
+    log: SendLog
+    counter: Counter
+    transport: Any
+    protocol: Protocol
+    sender: socket.socket
+
+    def send(self, data: bytes) -> None:
+        self.sender.sendto(data, self.transport.get_extra_info("sockname"))
+
+    def bot(self, index: int, native: bool = True) -> ViewerBot:
+        """A bot that records the gaps it would NACK instead of sending NACKs."""
+        bot = ViewerBot(index, self.log, counter=self.counter if native else None)
+        bot.video_payload_types = {VIDEO_PT}
+        bot.gaps = []  # type: ignore[attr-defined]
+        bot.nack_gap = lambda *gap: bot.gaps.append(gap)  # type: ignore[attr-defined, method-assign]
+        return bot
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
     log = SendLog()
     counter = Counter(log, capacity=4)
-    transport, protocol = await loop.create_datagram_endpoint(
+    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
         Protocol, local_addr=("127.0.0.1", 0)
     )
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind(("127.0.0.1", 0))
-    native_bot = ViewerBot(0, None, counter=counter)
-    python_bot = ViewerBot(1, None)
-    gaps: dict[int, list[tuple[int, int, int]]] = {0: [], 1: []}
-    for bot in (native_bot, python_bot):
-        bot.video_payload_types = {VIDEO_PT}
-        record = gaps[bot.index]
-        bot.nack_gap = lambda *gap, record=record: record.append(gap)  # type: ignore[method-assign]
+    yield Rig(log, counter, transport, protocol, sender)
+    await counter.close()
+    transport.close()
+    sender.close()
+
+
+async def test_the_thread_counts_as_the_python_bot_does_and_hands_back_what_is_not_rtp(
+    rig: Rig,
+) -> None:
+    native_bot, python_bot = rig.bot(0), rig.bot(1, native=False)
     try:
         ssrc = 0xA0D10
         first = [rtp(s, ssrc, AUDIO_PT, 100) for s in range(65530, 65536)]
         for data in first:  # counted in Python until the hand-over
             native_bot._on_rtp(data)
-        assert counter.adopt(native_bot, protocol, native_bot.streams)
+        assert rig.counter.adopt(native_bot, rig.protocol, native_bot.streams)
         assert isinstance(native_bot.streams[ssrc], NativeInbound)
         # Across the wrap, with a gap of 3, a duplicate and a late one, markers every 4th.
         seqs = [0, 1, 2, 6, 7, 7, 3, 8, 9, 10]
         rest = [rtp(s, ssrc, AUDIO_PT, 100 + s, marker=s % 4 == 0) for s in seqs]
         for data in rest:
-            sender.sendto(data, transport.get_extra_info("sockname"))
+            rig.send(data)
         stun = b"\x00\x01" + bytes(18)  # not RTP: aioice's
-        sender.sendto(stun, transport.get_extra_info("sockname"))
+        rig.send(stun)
         for data in first + rest:
             python_bot._on_rtp(data)
         native, python = native_bot.streams[ssrc], python_bot.streams[ssrc]
         await until(lambda: native.packets == python.packets, "the thread to count them all")
-        await until(lambda: protocol.received != [], "the STUN datagram to come back")
-        assert protocol.received[0][0] == stun
-        assert protocol.received[0][1] == sender.getsockname()
+        await until(lambda: rig.protocol.received != [], "the STUN datagram to come back")
+        assert rig.protocol.received[0] == (stun, rig.sender.getsockname())
+        gaps = native_bot.gaps, python_bot.gaps  # type: ignore[attr-defined]
         await until(lambda: gaps[0] == gaps[1], f"the same NACKs: {gaps}")
         assert gaps[0] == [(ssrc, 5, 3)]
         for field in ("packets", "frames", "late", "expected", "highest_ext"):
@@ -95,34 +123,20 @@ async def test_the_thread_counts_as_the_python_bot_does_and_hands_back_what_is_n
     finally:
         await native_bot.close()
         await python_bot.close()
-        await counter.close()
-        transport.close()
-        sender.close()
 
 
-async def test_video_latency_is_measured_against_the_publishers_send_log() -> None:
-    loop = asyncio.get_running_loop()
-    log = SendLog()
-    counter = Counter(log, capacity=4)
-    transport, protocol = await loop.create_datagram_endpoint(
-        Protocol, local_addr=("127.0.0.1", 0)
-    )
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.bind(("127.0.0.1", 0))
-    bot = ViewerBot(0, log, counter=counter)
-    bot.video_payload_types = {VIDEO_PT}
-    bot.nack_gap = lambda *args: None  # type: ignore[method-assign]
+async def test_video_latency_is_measured_against_the_publishers_send_log(rig: Rig) -> None:
+    bot = rig.bot(0)
     try:
         ssrc = 0xB1DE0
         bot.streams[ssrc] = Inbound(ssrc, 999, video=True)
-        assert counter.adopt(bot, protocol, bot.streams)
+        assert rig.counter.adopt(bot, rig.protocol, bot.streams)
         # The server numbers the viewer's stream 3000 ahead of the publisher's and adds 20
         # bytes (tag, extensions): the bot finds its place by the sizes of 32 in a row.
         for upstream in range(1000, 1100):
             size = 200 + (upstream * 37) % 900
-            log.put(upstream, size, time.perf_counter())
-            sender.sendto(rtp(upstream + 3000, ssrc, VIDEO_PT, size + 20),
-                          transport.get_extra_info("sockname"))  # fmt: skip
+            rig.log.put(upstream, size, time.perf_counter())
+            rig.send(rtp(upstream + 3000, ssrc, VIDEO_PT, size + 20))
             await asyncio.sleep(0.001)
         stream = bot.streams[ssrc]
         await until(lambda: stream.packets == 100, "100 video packets")
@@ -133,6 +147,3 @@ async def test_video_latency_is_measured_against_the_publishers_send_log() -> No
         assert stream.latency_samples() == []
     finally:
         await bot.close()
-        await counter.close()
-        transport.close()
-        sender.close()
