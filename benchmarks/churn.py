@@ -66,12 +66,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from netra.auth import mint
 from netra.bench import procstat
-from netra.bench.target import free_port, pinned, stop_process, wait_for_port
+from netra.bench.target import NetraSession, free_port, pinned, stop_process, wait_for_port
 from netra.media import aiortc_private
 
 ROOM = "churn"
 RSS_SLACK_MB = 10.0
-NEGOTIATION_TIMEOUT = 20.0
 POLICIES = ("netra", "netra-closed", "legacy", "python")
 
 
@@ -333,8 +332,8 @@ class Server:
     # netra.bench's Target protocol, for its SyntheticPublisher
     name = "netra"
 
-    async def publish(self, pc: RTCPeerConnection) -> Signaling:
-        signaling = await Signaling.connect(self.url)
+    async def publish(self, pc: RTCPeerConnection) -> NetraSession:
+        signaling = await NetraSession.connect(self.url)
         try:
             token = mint(self.secret, room=self.room, publish=True, ttl=24 * 3600)
             await signaling.send(
@@ -353,9 +352,9 @@ class Server:
 
     async def subscribe(
         self, pc: RTCPeerConnection, prepared: Callable[[], None]
-    ) -> tuple[Signaling, float]:
+    ) -> tuple[NetraSession, float]:
         """Join as a viewer and answer the server's offer (netra bench's ViewerBot calls it)."""
-        signaling = await Signaling.connect(self.url)
+        signaling = await NetraSession.connect(self.url)
         try:
             await signaling.send({"type": "join", "roomId": self.room, "role": "viewer"})
             await signaling.next("joined")
@@ -379,60 +378,6 @@ class Server:
             return result
 
 
-class Signaling:
-    """One WebSocket to /ws, read all along (aiohttp answers the server's pings only while
-    someone reads)."""
-
-    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._http = http
-        self._ws = ws
-        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._left = False
-        self._reader = asyncio.create_task(self._read(), name="churn-signaling")
-
-    @classmethod
-    async def connect(cls, url: str) -> Signaling:
-        http = aiohttp.ClientSession()
-        try:
-            ws = await http.ws_connect(url + "/ws", max_msg_size=0)
-        except BaseException:
-            await http.close()
-            raise
-        return cls(http, ws)
-
-    async def _read(self) -> None:
-        try:
-            async for frame in self._ws:
-                if frame.type == aiohttp.WSMsgType.TEXT:
-                    self._inbox.put_nowait(json.loads(frame.data))
-        finally:
-            self._inbox.put_nowait(None)
-
-    async def next(self, type_: str) -> dict[str, Any]:
-        async with asyncio.timeout(NEGOTIATION_TIMEOUT):
-            while (message := await self._inbox.get()) is not None:
-                if message.get("type") == type_:
-                    return message
-                if message.get("type") == "error":
-                    raise RuntimeError(f"netra refused: {message}")
-        raise RuntimeError(f"netra closed the socket before {type_!r}")
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self._ws.send_str(json.dumps(message))
-        if message.get("type") == "leave":
-            self._left = True
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if not self._left:  # a socket closed without it keeps its session (grace period)
-                await self.send({"type": "leave"})
-            await self._ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-        await self._http.close()
-
-
 # --- one viewer's life ---------------------------------------------------------------------
 
 
@@ -440,7 +385,7 @@ async def view_once(url: str, timeout: float, room: str = ROOM) -> float:
     """Join, answer the offer, wait for the first RTP packet, leave and close. Returns the
     seconds from join to that packet."""
     started = time.perf_counter()
-    signaling = await Signaling.connect(url)
+    signaling = await NetraSession.connect(url)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         async with asyncio.timeout(timeout):

@@ -115,7 +115,7 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(timeout=5)
 
 
-class _NetraSession:
+class NetraSession:
     """One signaling WebSocket, read all along: aiohttp answers the server's heartbeat pings
     only while someone reads."""
 
@@ -123,7 +123,19 @@ class _NetraSession:
         self._http = http
         self._ws = ws
         self._inbox: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
+        self._left = False
         self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, url: str) -> NetraSession:
+        """A session on `url`'s /ws (an http:// base URL)."""
+        http = aiohttp.ClientSession()
+        try:
+            ws = await http.ws_connect(url + "/ws", max_msg_size=0)
+        except BaseException:
+            await http.close()
+            raise
+        return cls(http, ws)
 
     async def _read(self) -> None:
         try:
@@ -144,11 +156,14 @@ class _NetraSession:
 
     async def send(self, message: dict[str, object]) -> None:
         await self._ws.send_str(json.dumps(message))
+        if message.get("type") == "leave":
+            self._left = True
 
     async def close(self) -> None:
         # Say so: a socket closed without `leave` keeps its session for the grace period.
         with contextlib.suppress(Exception):
-            await self.send({"type": "leave"})
+            if not self._left:
+                await self.send({"type": "leave"})
         await close_socket(self._http, self._ws, self._reader)
 
 
@@ -197,18 +212,16 @@ class NetraTarget:
             ) as response:
                 return {"loop_lag": (await response.json())["loop_lag"]}
 
-    async def _join(self, role: str) -> _NetraSession:
-        http = aiohttp.ClientSession()
+    async def _join(self, role: str) -> NetraSession:
+        session = await NetraSession.connect(f"http://127.0.0.1:{self.port}")
         try:
-            ws = await http.ws_connect(f"http://127.0.0.1:{self.port}/ws", max_msg_size=0)
-            session = _NetraSession(http, ws)
             join: dict[str, object] = {"type": "join", "roomId": self.room, "role": role}
             if role == "streamer":
                 join["token"] = self._token(publish=True)
             await session.send(join)
             await session.next("joined")
         except BaseException:
-            await http.close()
+            await session.close()
             raise
         return session
 
