@@ -683,13 +683,35 @@ def _pct(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def chart(path: Path, runs: list[Run]) -> None:
+def new_chart() -> tuple[Any, Any]:
+    """A figure of three panels side by side, drawn without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    return plt.subplots(1, 3, figsize=(15, 4.5))
+
+
+def save_chart(
+    path: Path, figure: Any, axes: Any, titles: tuple[str, ...], xlabel: str, title: str
+) -> None:
+    import matplotlib.pyplot as plt
+
+    for axis, panel in zip(axes, titles, strict=True):
+        axis.set_xlabel(xlabel)
+        axis.set_title(panel)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def chart(path: Path, runs: list[Run]) -> None:
+    figure, axes = new_chart()
     for run in runs:
         assert run.baseline is not None
         xs = [s.cycles for s in run.samples]
@@ -699,16 +721,7 @@ def chart(path: Path, runs: list[Run]) -> None:
         axes[1].plot(xs, [s.fds for s in run.samples], linestyle="--", label=f"{run.policy} fds")
         axes[2].plot(xs, [s.loop_lag_max_ms for s in run.samples], label=run.policy)
     titles = ("server RSS, MB", "RTCPeerConnections not freed; fds", "server loop lag, max ms")
-    for axis, title in zip(axes, titles, strict=True):
-        axis.set_xlabel("cycles")
-        axis.set_title(title)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.suptitle("viewer churn: join, first packet, leave")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_chart(path, figure, axes, titles, "cycles", "viewer churn: join, first packet, leave")
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from churn import POLICIES, Server, run_async  # noqa: E402 - beside this script
+from churn import POLICIES, Server, new_chart, run_async, save_chart  # noqa: E402 - beside this script
 
 from netra.bench.bot import ViewerBot  # noqa: E402
 from netra.bench.clip import load_clip  # noqa: E402
@@ -473,12 +473,7 @@ def _pct(ordered: list[float], q: float) -> float | None:
 
 
 def chart(path: Path, soaks: list[Soak]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    figure, axes = new_chart()
     for soak in soaks:
         minutes = [w.t / 60 for w in soak.windows]
         axes[0].plot(minutes, [w.rss_mb for w in soak.windows], label=soak.policy)
@@ -506,16 +501,7 @@ def chart(path: Path, soaks: list[Soak]) -> None:
         "viewers' loss (%) and freezes per window",
         "server loop lag max, frame gaps, GC pauses (ms)",
     )
-    for axis, title in zip(axes, titles, strict=True):
-        axis.set_xlabel("minutes")
-        axis.set_title(title)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.suptitle("soak: one streamer, viewers watching")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_chart(path, figure, axes, titles, "minutes", "soak: one streamer, viewers watching")
 
 
 async def main(args: argparse.Namespace) -> int:
