@@ -7,7 +7,7 @@ PORT ?= 8080
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: serve test bench install install-test install-bench chromium firefox janus clients netns \
-  lint clean
+  redis lint clean
 
 # The native fan-out and the load tool's counter (src/netra/native_build.py) are compiled at
 # install: gcc and Python's headers.
@@ -66,6 +66,14 @@ janus:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus gcc libc6-dev; \
 	fi
 
+# Debian's redis-server: the cluster's directory (docs/scale-out.md); the tests start their own.
+redis:
+	@if [ ! -x /usr/bin/redis-server ]; then \
+	  echo "installing Debian's redis-server"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	fi
+
 # Real WHIP/WHEP clients nobody here wrote (tests/clients): the whip-whep and
 # @eyevinn/webrtc-player npm packages for Chromium, and node-datachannel (libdatachannel, OBS's
 # WebRTC stack) for the OBS-like publisher. Pinned in package-lock.json; no browser download.
@@ -97,7 +105,7 @@ lint: install-test
 
 # The whole suite on the native fan-out (the default), then the suites that forward media
 # again on the Python fan-out, the reference and fallback (src/netra/media/fanout.py).
-test: install-test chromium firefox janus clients netns lint
+test: install-test chromium firefox janus clients redis netns lint
 	$(NETNS) $(BIN)/python -m pytest -q
 	NETRA_FANOUT=python $(NETNS) $(BIN)/python -m pytest -q tests/integration tests/e2e
 

@@ -1,0 +1,1 @@
+"""Many Netra processes as one server: the directory of origins, and the pulls between nodes."""

@@ -1,0 +1,189 @@
+"""RedisDirectory: the cluster's directory in Redis (redis-py's asyncio client).
+
+Keys (prefix `netra:`, values JSON):
+- `node:{id}`: the node's relay URL, expiring NODE_TTL after the node's last tick;
+- `origin:{room}`: the origin claim `{node, relay, epoch}`, set only if absent (one script, so
+  that of any number of racing streamers exactly one wins) and expiring CLAIM_TTL after the
+  holder's last renewal: a dead node's rooms free themselves;
+- `epoch:{room}`: counts the room's origins.
+
+Each node ticks once a second with one script that refreshes its node key and renews its claims,
+re-setting any that Redis lost (a restart without persistence): at rest that is one operation
+per second per node. A claim found held by another node is lost, and the node is told
+(`on_lost`): one origin per room again within a tick of Redis coming back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from netra.cluster.directory import LostClaim, Node, Origin, unavailable
+
+logger = logging.getLogger("netra.cluster")
+
+PREFIX = "netra:"
+TICK_SECONDS = 1.0
+NODE_TTL_MS = 5000
+CLAIM_TTL_MS = 5000
+# Each call gives up after this: a streamer is told to retry rather than wait on Redis.
+TIMEOUT_SECONDS = 1.0
+
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+local epoch = redis.call('INCR', KEYS[2])
+local value = cjson.encode({node = ARGV[1], relay = ARGV[2], epoch = epoch})
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+return value
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: the node key, then the claims held; ARGV: node value, node TTL, claim TTL, then each
+# claim's value. Returns per claim: 0 renewed, 1 re-set (Redis had lost it), 2 another's now.
+_TICK = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local result = {}
+for i = 2, #KEYS do
+  local mine = ARGV[i + 2]
+  local current = redis.call('GET', KEYS[i])
+  if current == mine then
+    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+    result[i - 1] = 0
+  elseif not current then
+    redis.call('SET', KEYS[i], mine, 'PX', ARGV[3])
+    result[i - 1] = 1
+  else
+    result[i - 1] = 2
+  end
+end
+return result
+"""
+
+
+def origin_key(room: str) -> str:
+    return f"{PREFIX}origin:{room}"
+
+
+class RedisDirectory:
+    def __init__(self, node: Node, url: str) -> None:
+        self.node = node
+        self.url = url
+        self._redis = aioredis.from_url(
+            url,
+            socket_timeout=TIMEOUT_SECONDS,
+            socket_connect_timeout=TIMEOUT_SECONDS,
+            # A pooled connection that a Redis restart closed is retried once, on a new one.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+        )
+        self._claim = self._redis.register_script(_CLAIM)
+        self._release = self._redis.register_script(_RELEASE)
+        self._tick_script = self._redis.register_script(_TICK)
+        self._held: dict[str, str] = {}  # room → the claim's value, as Redis holds it
+        self._ticker: asyncio.Task[None] | None = None
+        self._on_lost: LostClaim = lambda room: None
+        self.reachable = False
+        self.operations = 0  # calls made to Redis, for the metrics and the load figures
+
+    async def start(self, on_lost: LostClaim) -> None:
+        self._on_lost = on_lost
+        try:
+            await self.tick()
+        except RedisError as exc:
+            logger.warning("redis at %s: %s; retrying every %.0f s", self.url, exc, TICK_SECONDS)
+        self._ticker = asyncio.create_task(self._tick_forever(), name="directory-tick")
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        for room in list(self._held):
+            try:
+                await self.release(room)
+            except Exception:  # leaving anyway: the claim expires by itself
+                break
+        await self._redis.aclose()
+
+    async def claim(self, room: str) -> Origin:
+        try:
+            value = await self._call(
+                self._claim(
+                    keys=[origin_key(room), f"{PREFIX}epoch:{room}"],
+                    args=[self.node.id, self.node.relay_url, CLAIM_TTL_MS],
+                )
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+        origin = Origin.decode(value)
+        if origin.node.id == self.node.id:
+            self._held[room] = value.decode() if isinstance(value, bytes) else value
+        return origin
+
+    async def release(self, room: str) -> None:
+        value = self._held.pop(room, None)
+        if value is None:
+            return
+        try:
+            await self._call(self._release(keys=[origin_key(room)], args=[value]))
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.info("room=%s releasing the origin claim failed (%s); it expires", room, exc)
+
+    async def origins(self, rooms: Iterable[str]) -> dict[str, Origin]:
+        wanted = list(rooms)
+        if not wanted:
+            return {}
+        try:
+            values = await self._call(self._redis.mget([origin_key(r) for r in wanted]))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+        return {room: Origin.decode(v) for room, v in zip(wanted, values, strict=True) if v}
+
+    async def tick(self) -> None:
+        rooms = list(self._held)
+        node = json.dumps({"relay": self.node.relay_url})
+        results = await self._call(
+            self._tick_script(
+                keys=[f"{PREFIX}node:{self.node.id}", *(origin_key(r) for r in rooms)],
+                args=[node, NODE_TTL_MS, CLAIM_TTL_MS, *(self._held[r] for r in rooms)],
+            )
+        )
+        if not self.reachable:
+            logger.info("redis at %s reachable; node %s registered", self.url, self.node.id)
+        self.reachable = True
+        for room, result in zip(rooms, results, strict=True):
+            if result == 1:
+                logger.info("room=%s origin claim re-asserted after redis lost it", room)
+            elif result == 2 and self._held.pop(room, None) is not None:
+                logger.warning("room=%s another node holds the origin claim now", room)
+                self._on_lost(room)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                await self.tick()
+            except (RedisError, OSError, TimeoutError) as exc:
+                if self.reachable:
+                    logger.warning("redis at %s unreachable: %s", self.url, exc)
+                self.reachable = False
+
+    async def _call(self, awaitable):  # type: ignore[no-untyped-def]
+        self.operations += 1
+        return await asyncio.wait_for(awaitable, TIMEOUT_SECONDS)
+
+    def snapshot(self) -> dict[str, object]:
+        return {"kind": "redis", "node": self.node.id, "reachable": self.reachable,
+                "origin_of": sorted(self._held), "operations": self.operations}  # fmt: skip

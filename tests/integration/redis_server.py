@@ -1,0 +1,63 @@
+"""A real redis-server (Debian's package) on 127.0.0.1, started and stopped by the tests.
+
+`stop()` and `start()` again on the same port simulate an outage: nothing is persisted, so
+the server comes back empty, as a restarted cache would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from pathlib import Path
+
+REDIS_SERVER = "/usr/bin/redis-server"
+START_SECONDS = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        if not Path(REDIS_SERVER).exists():
+            raise RuntimeError(f"{REDIS_SERVER} is missing: `make install-test` installs it")
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = workdir
+        self._process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self._process = subprocess.Popen(
+            [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self._workdir), "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = asyncio.get_running_loop().time() + START_SECONDS
+        while not await self._answers_ping():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self._process.returncode}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"redis-server did not answer PING in {START_SECONDS} s")
+            await asyncio.sleep(0.02)
+
+    async def _answers_ping(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        try:
+            writer.write(b"PING\r\n")
+            return (await reader.readline()) == b"+PONG\r\n"
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        """Kill the server (by its PID) and wait for it to exit."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(5)
+        self._process = None

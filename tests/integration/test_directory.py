@@ -1,0 +1,147 @@
+"""The cluster's directory in a real redis-server: who is each room's origin."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from netra.cluster import redis_directory
+from netra.cluster.directory import Node
+from netra.cluster.redis_directory import RedisDirectory
+
+from .redis_server import RedisServer
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    await server.start()
+    yield server
+    server.stop()
+
+
+class Nodes:
+    """Directories of several nodes on one Redis, all closed at the end."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.made: list[RedisDirectory] = []
+        self.lost: dict[str, list[str]] = {}
+
+    async def node(self, name: str) -> RedisDirectory:
+        directory = RedisDirectory(Node(name, f"http://{name}.test:8080"), self.url)
+        self.lost[name] = []
+        await directory.start(self.lost[name].append)
+        self.made.append(directory)
+        return directory
+
+    async def close(self) -> None:
+        await asyncio.gather(*(d.close() for d in self.made))
+
+
+@pytest.fixture
+async def nodes(redis: RedisServer) -> AsyncIterator[Nodes]:
+    made = Nodes(redis.url)
+    yield made
+    await made.close()
+
+
+async def test_the_first_node_to_claim_a_room_is_its_origin_for_every_node(nodes: Nodes) -> None:
+    a, b = await nodes.node("a"), await nodes.node("b")
+    assert (await a.claim("show")).node.id == "a"
+    refused = await b.claim("show")
+    assert refused.node == a.node
+    assert (await b.origins(["show", "other"])) == {"show": refused}
+
+
+async def test_of_100_streamers_racing_for_one_room_on_four_nodes_exactly_one_wins(
+    nodes: Nodes,
+) -> None:
+    four = [await nodes.node(f"n{i}") for i in range(4)]
+    results = await asyncio.gather(*(four[i % 4].claim("race") for i in range(100)))
+    winners = {origin.node.id for origin in results}
+    assert len(winners) == 1, winners
+    assert {origin.epoch for origin in results} == {1}
+
+
+async def test_a_released_room_can_be_claimed_by_another_node_with_a_new_epoch(
+    nodes: Nodes,
+) -> None:
+    a, b = await nodes.node("a"), await nodes.node("b")
+    first = await a.claim("show")
+    await a.release("show")
+    second = await b.claim("show")
+    assert (second.node.id, second.epoch) == ("b", first.epoch + 1)
+
+
+async def test_a_claim_outlives_its_ttl_while_its_node_ticks(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_directory, "CLAIM_TTL_MS", 300)
+    monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.1)
+    a, b = await nodes.node("a"), await nodes.node("b")
+    await a.claim("show")
+    await asyncio.sleep(0.9)  # three TTLs: only the renewals keep it
+    assert (await b.claim("show")).node.id == "a"
+
+
+async def test_a_dead_nodes_claim_expires_and_another_node_takes_the_room(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_directory, "CLAIM_TTL_MS", 300)
+    a, b = await nodes.node("a"), await nodes.node("b")
+    await a.claim("show")
+    assert a._ticker is not None
+    a._ticker.cancel()  # the node stops renewing, as a killed process does
+    deadline = asyncio.get_running_loop().time() + 3.0
+    while (origin := await b.claim("show")).node.id != "b":
+        assert asyncio.get_running_loop().time() < deadline, "the dead node's claim never expired"
+        await asyncio.sleep(0.05)
+    assert origin.epoch == 2
+
+
+async def test_after_a_redis_restart_each_node_reasserts_its_claims_within_a_tick(
+    redis: RedisServer, nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.2)
+    a, b = await nodes.node("a"), await nodes.node("b")
+    await a.claim("show")
+    redis.stop()
+    with pytest.raises(Exception) as refused:
+        await b.claim("show")
+    assert getattr(refused.value, "code", None) == "directory-unavailable"
+    await redis.start()  # empty: nothing was persisted
+    deadline = asyncio.get_running_loop().time() + 2.0
+    while "show" not in await b.origins(["show"]):
+        assert asyncio.get_running_loop().time() < deadline, "the claim was not re-asserted"
+        await asyncio.sleep(0.05)
+    assert (await b.claim("show")).node.id == "a"
+    assert nodes.lost["a"] == []
+
+
+async def test_a_node_that_finds_its_room_taken_after_an_outage_is_told_it_lost_it(
+    redis: RedisServer, nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.2)
+    a, b = await nodes.node("a"), await nodes.node("b")
+    await a.claim("show")
+    redis.stop()
+    await redis.start()
+    # b gets in before a's next tick: b's streamer is the one Redis knows.
+    if (await b.claim("show")).node.id != "b":
+        pytest.fail("a re-asserted before b could claim; the tick is too fast for this test")
+    deadline = asyncio.get_running_loop().time() + 2.0
+    while nodes.lost["a"] != ["show"]:
+        assert asyncio.get_running_loop().time() < deadline, f"a was told {nodes.lost['a']}"
+        await asyncio.sleep(0.05)
+
+
+async def test_at_rest_a_node_makes_one_redis_operation_per_second(nodes: Nodes) -> None:
+    a = await nodes.node("a")
+    await a.claim("show")
+    before = a.operations
+    await asyncio.sleep(3.05)
+    assert a.operations - before == 3
