@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
+import socket
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from netra import memory
 from netra.agents.agent import AgentContext
 from netra.auth import Authority, Grant, secret_for
+from netra.cluster.directory import Directory, LocalDirectory, Node
 from netra.config import Config, ConfigError
 from netra.errors import forbidden
 from netra.http import whep, whip
@@ -84,7 +87,12 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
             for s in config.ice_servers
         ],
         authority=Authority(secret or secret_for(config)),
+        directory=_directory(config),
     )
+    if config.redis:
+        from netra.cluster.relays import Relays
+
+        context.relays = Relays(context, linger=config.relay_linger)
     app = web.Application(middlewares=[problems])
     app.on_response_prepare.append(add_cors_headers)
     services = app[SERVICES] = Services(context=context)
@@ -115,14 +123,39 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     return app
 
 
+def _directory(config: Config) -> Directory:
+    """In memory for one process; in Redis for a cluster (only then is redis imported)."""
+    node = Node(config.node_id or f"{socket.gethostname()}-{os.getpid()}", config.node_url)
+    if not config.redis:
+        return LocalDirectory(node)
+    from netra.cluster.redis_directory import RedisDirectory
+
+    return RedisDirectory(node, config.redis)
+
+
 async def _start_monitors(app: web.Application) -> None:
-    app[SERVICES].loop_lag.start()
+    services = app[SERVICES]
+    services.loop_lag.start()
     memory.FULL_COLLECTIONS.start()  # full collections from a timer, not mid-forwarding
+    context = services.context
+    await context.directory.start(lambda room_id: _lost_origin(context, room_id))
+    if context.relays is not None:
+        context.relays.start()
+        logger.info("node %s of the cluster at %s", context.directory.node.id, context.config.redis)
+
+
+def _lost_origin(context: AgentContext, room_id: str) -> None:
+    """Another node holds this room's origin claim now (it was lost in a Redis outage): one
+    origin per room again, so the stream here ends; its streamer may publish again."""
+    room = context.rooms.get(room_id)
+    if room is not None and room.streamer is not None and room.streamer.via != "relay":
+        room.end_stream(room.streamer, "origin-moved")
 
 
 async def _stop_monitors(app: web.Application) -> None:
     memory.FULL_COLLECTIONS.stop()
     await app[SERVICES].loop_lag.stop()
+    await app[SERVICES].context.directory.close()
 
 
 async def _rooms(request: web.Request) -> web.Response:
@@ -135,10 +168,18 @@ async def _rooms(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "rooms": services.context.rooms.snapshot(),
+            "cluster": _cluster_snapshot(services.context),
             "loop_lag": services.loop_lag.snapshot(),
             "gc": memory.snapshot(),
         }
     )
+
+
+def _cluster_snapshot(context: AgentContext) -> dict[str, object]:
+    snapshot = dict(context.directory.snapshot())
+    if context.relays is not None:
+        snapshot["pulls"] = context.relays.snapshot()
+    return snapshot
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -159,6 +200,8 @@ async def _shut_down(app: web.Application) -> None:
     session (a dropped socket parks its session) and with it its peer connection."""
     app[SHUTTING_DOWN].set()
     services = app[SERVICES]
+    if services.context.relays is not None:
+        await _bounded("ending pulls", SESSIONS_SECONDS, services.context.relays.close())
     goodbye = json.dumps(messages.server_shutdown(RETRY_AFTER_SECONDS))
     await _bounded(
         "telling clients",

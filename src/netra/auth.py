@@ -8,8 +8,9 @@ A token's claims (RFC 7519), and nothing else is read:
 - `room` (required): a room name, or a pattern in which `*` stands for any run of room-name
   characters (`[A-Za-z0-9_-]`): `team-*` covers `team-a` but not `teams`; `*` covers every
   room. No other glob characters.
-- `grants` (required, non-empty): a list of `publish`, `subscribe`, `admin`. Each grant stands
-  alone: `admin` does not imply the other two.
+- `grants` (required, non-empty): a list of `publish`, `subscribe`, `admin`, `relay`. Each
+  grant stands alone: `admin` does not imply the others. `relay` is for the nodes of a cluster:
+  a node pulling a room's stream from its origin node watches without counting as a viewer.
 - `exp` (required), `nbf` (optional): checked with a few seconds' leeway for clock skew.
 - `sub` (optional): who holds the token, for logs.
 
@@ -32,7 +33,7 @@ from typing import Any
 import jwt
 
 from netra.config import MIN_SECRET_BYTES, Config, ConfigError
-from netra.errors import forbidden, unauthorized
+from netra.errors import NotAuthorised, forbidden, unauthorized
 
 ALGORITHM = "HS256"
 LEEWAY = 5.0  # seconds of clock skew allowed on exp and nbf
@@ -44,6 +45,7 @@ class Grant(StrEnum):
     PUBLISH = "publish"
     SUBSCRIBE = "subscribe"
     ADMIN = "admin"
+    RELAY = "relay"
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def mint(
     publish: bool = False,
     subscribe: bool = False,
     admin: bool = False,
+    relay: bool = False,
     ttl: float = 3600,
     identity: str | None = None,
     now: float | None = None,
@@ -68,7 +71,8 @@ def mint(
     """A signed token for `room` (a name or pattern) with the given grants, valid `ttl` s."""
     _check_secret(secret)
     check_room_pattern(room)
-    grants = [g for g, wanted in zip(Grant, (publish, subscribe, admin), strict=True) if wanted]
+    wanted = (publish, subscribe, admin, relay)
+    grants = [g for g, want in zip(Grant, wanted, strict=True) if want]
     if not grants:
         raise ValueError("a token needs at least one grant (publish, subscribe or admin)")
     if ttl <= 0:
@@ -131,6 +135,17 @@ class Authority:
         except jwt.InvalidTokenError as exc:  # DecodeError and the rest: not a usable JWT
             raise unauthorized(f"malformed token ({exc})") from None
         return _claims(payload)
+
+    def mint_relay(self, room: str, ttl: float = 60) -> str:
+        """The token one node of a cluster pulls a room's stream from another with."""
+        return mint(self._secret, room=room, relay=True, ttl=ttl, identity="relay")
+
+    def grants(self, token: str | None, room: str, grant: Grant) -> Claims | None:
+        """The token's claims if it is valid and grants `grant` in `room`; else None."""
+        try:
+            return self.authorize(token, room, grant)
+        except NotAuthorised:
+            return None
 
     def authorize(self, token: str | None, room: str, grant: Grant) -> Claims:
         claims = self.verify(token)

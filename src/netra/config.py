@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -168,6 +169,41 @@ class Config(BaseSettings):
         Flag("auto, native or python: how packets are sent to each viewer", "PATH"),
     ] = "auto"
 
+    # A cluster (docs/scale-out.md): nodes that share one Redis, and pull each other's rooms.
+    redis: Annotated[
+        str | None,
+        Flag("redis:// URL of the cluster's directory; without it Netra is one process", "URL"),
+    ] = None
+    node_id: Annotated[
+        str | None,
+        Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$"),
+        Flag("this node's name in the cluster", "NAME", default="HOSTNAME-PID"),
+    ] = None
+    relay_url: Annotated[
+        str | None,
+        Flag(
+            "base URL other nodes pull this node's rooms from",
+            "URL",
+            default="http://CANDIDATE-ADDRESS:PORT",
+        ),
+    ] = None
+    relay_linger: Annotated[
+        float,
+        Field(ge=0),
+        Flag("seconds a pull from another node outlives its last viewer", "SECONDS"),
+    ] = 30.0
+
+    @property
+    def node_url(self) -> str:
+        """Where the other nodes of a cluster reach this one."""
+        if self.relay_url:
+            return self.relay_url
+        host = self.host
+        if host in ("0.0.0.0", "::"):
+            host = self.candidate_addresses[0] if self.candidate_addresses else socket.gethostname()
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
     @property
     def base_url(self) -> str:
         """Where users reach the server, for printed links: public_url, else host and port."""
@@ -222,7 +258,14 @@ class Config(BaseSettings):
     def _state_dir(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("public_url")
+    @field_validator("redis")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("public_url", "relay_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
         if value is None:

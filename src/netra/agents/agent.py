@@ -16,11 +16,12 @@ import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from aiortc import RTCIceServer
 
 from netra.auth import Authority, Claims, Grant
+from netra.cluster.directory import Directory, LocalDirectory, Node
 from netra.config import Config
 from netra.errors import NetraError, ProtocolError, UserError
 from netra.media.peer import Peer
@@ -29,12 +30,15 @@ from netra.rooms.participant import Participant, Role
 from netra.rooms.registry import RoomRegistry
 from netra.rooms.room import Room
 
+if TYPE_CHECKING:
+    from netra.cluster.relays import Relays
+
 logger = logging.getLogger("netra.agent")
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass
 class AgentContext:
     """What every agent needs, whichever way it came in; built once by the app."""
 
@@ -45,6 +49,10 @@ class AgentContext:
     # Things that happened, by name ("resumes", "stalls", "error:<code>", …): plain counts
     # that the metrics collector reads at scrape time.
     events: Counter[str] = field(default_factory=Counter)
+    # Which node is each room's origin: this process alone, unless it is one of a cluster.
+    directory: Directory = field(default_factory=lambda: LocalDirectory(Node("local", "")))
+    # A cluster node's pulls of rooms whose origin is another node.
+    relays: Relays | None = None
 
 
 class AgentListener(Protocol):
@@ -140,10 +148,13 @@ class Agent:
 
     def admit(self, room_id: str, token: str | None) -> Claims | None:
         """Publishing always needs a token with `publish` for the room; viewing needs one
-        with `subscribe` only when the server is configured so."""
+        with `subscribe` only when the server is configured so, or one with `relay` (another
+        node of the cluster)."""
         authority = self.context.authority
         if self.role is Role.STREAMER:
             return authority.authorize(token, room_id, Grant.PUBLISH)
+        if token and (relay := authority.grants(token, room_id, Grant.RELAY)) is not None:
+            return relay
         if self.context.config.viewers_need_token:
             return authority.authorize(token, room_id, Grant.SUBSCRIBE)
         return None
@@ -152,6 +163,8 @@ class Agent:
         if self.participant is not None:
             raise ProtocolError("already joined; send leave first", code="already-joined")
         claims = self.admit(room_id, token)
+        if claims is not None and Grant.RELAY in claims.grants:
+            self.via = "relay"
         participant = Participant(
             self.client_id,
             self.role,
@@ -159,13 +172,24 @@ class Agent:
             identity=claims.identity if claims else None,
             via=self.via,
         )
-        room = self.context.rooms.join(room_id, participant)
+        await self._claim(room_id)
+        try:
+            room = self.context.rooms.join(room_id, participant)
+        except BaseException:
+            await self._unclaim(room_id)
+            raise
         self.room, self.participant = room, participant
         self.log.bind(room.id, participant.role)
-        self.log.info("joined via %s (live=%s, viewers=%d)", self.via, room.live, len(room.viewers))
+        self.log.info("joined via %s (live=%s, viewers=%d)", self.via, room.live, room.audience)
         self._listener.joined(room, participant)
         self._joined(room)
         return room
+
+    async def _claim(self, room_id: str) -> None:
+        """What a role must hold in the cluster before it joins (a streamer: the room's origin)."""
+
+    async def _unclaim(self, room_id: str) -> None:
+        """The join failed after `_claim`."""
 
     def _joined(self, room: Room) -> None:
         """A role's first step in its room."""

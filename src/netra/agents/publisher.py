@@ -13,7 +13,7 @@ import asyncio
 from time import monotonic
 
 from netra.agents.agent import Agent, AgentContext, AgentListener
-from netra.errors import ProtocolError
+from netra.errors import ProtocolError, UserError
 from netra.media.peer import Peer
 from netra.rooms.participant import Participant, Role
 from netra.rooms.room import Room
@@ -33,6 +33,36 @@ class PublisherAgent(Agent):
         self._watch: asyncio.TimerHandle | None = None
         self._counts = (-1, -1)  # (RTP, RTP + RTCP) packets at the last look
         self._media_at = self._heard_at = 0.0
+        self._origin_of: str | None = None  # the room whose origin claim this agent holds
+
+    # --- the room's origin in the cluster ------------------------------------------------------
+
+    async def _claim(self, room_id: str) -> None:
+        local = self.context.rooms.get(room_id)
+        if local is not None and local.streamer is not None and local.streamer.via != "relay":
+            return  # the room refuses the join: it has a streamer here
+        directory = self.context.directory
+        origin = await directory.claim(room_id)
+        if origin.node.id != directory.node.id:
+            raise UserError(
+                f"room {room_id!r} already has a streamer (on node {origin.node.id})",
+                code="streamer-exists",
+            )
+        self._origin_of = room_id
+        if self.context.relays is not None:
+            await self.context.relays.stop(room_id)  # this node pulled it from a gone origin
+
+    async def _unclaim(self, room_id: str) -> None:
+        local = self.context.rooms.get(room_id)
+        if self._origin_of == room_id and (local is None or local.streamer is None):
+            await self.context.directory.release(room_id)
+        self._origin_of = None
+
+    async def _leave(self, reason: str) -> None:
+        await super()._leave(reason)
+        if self._origin_of is not None:
+            room_id, self._origin_of = self._origin_of, None
+            await self.context.directory.release(room_id)
 
     async def publish(self, sdp: str) -> str:
         """Apply the streamer's offer; return the server's answer. An offer while publishing

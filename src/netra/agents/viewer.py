@@ -34,6 +34,8 @@ class ViewerAgent(Agent):
     def _joined(self, room: Room) -> None:
         if self._server_offers and room.live:
             self._post(self._on_stream_started)
+        if room.streamer is None and self.via != "relay" and self.context.relays is not None:
+            self.context.relays.want()  # its origin may be another node
 
     async def _on_stream_started(self) -> None:
         room = self.room

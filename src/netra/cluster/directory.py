@@ -65,6 +65,8 @@ class Directory(Protocol):
     async def origins(self, rooms: Iterable[str]) -> dict[str, Origin]:
         """The origins of those rooms that have one."""
 
+    def snapshot(self) -> dict[str, object]: ...
+
 
 def unavailable(why: str) -> UserError:
     return UserError(

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import Any
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -180,7 +181,7 @@ class RedisDirectory:
                     logger.warning("redis at %s unreachable: %s", self.url, exc)
                 self.reachable = False
 
-    async def _call(self, awaitable):  # type: ignore[no-untyped-def]
+    async def _call(self, awaitable: Awaitable[Any]) -> Any:
         self.operations += 1
         return await asyncio.wait_for(awaitable, TIMEOUT_SECONDS)
 

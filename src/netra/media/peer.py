@@ -1,7 +1,9 @@
 """Peer: the server's end of one RTCPeerConnection, publishing or subscribing.
 
 A streamer's Peer accepts its offer and yields Publications; a viewer's Peer offers the
-Publications it subscribes to and accepts the viewer's answer. One negotiation at a time: the
+Publications it subscribes to and accepts the viewer's answer. A pull (one node of a cluster
+taking a stream from another, netra.cluster) offers to receive and yields Publications from
+the answer, as a streamer's Peer does from the offer. One negotiation at a time: the
 signaling session that owns a Peer calls it from its single loop. Closing is idempotent and
 closes the Peer's Subscriptions with it; its Publications are the stream's (docs/lifecycle.md).
 """
@@ -147,6 +149,27 @@ class Peer:
             self.publications.append(Publication(transceiver.kind, codecs[0], transceiver.receiver))
         await self._apply_held_candidates()
         return add_start_bitrate(self._local_sdp())
+
+    # --- pulling: this server offers to receive another's stream ------------------------
+
+    async def pull_offer(self) -> str:
+        for kind in ("audio", "video"):
+            self.pc.addTransceiver(kind, direction="recvonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self._local_sdp()
+
+    async def accept_pull_answer(self, sdp: str) -> None:
+        """Apply the answer to `pull_offer`; a Publication for each track it sends."""
+        await self._set_remote(sdp, "answer")
+        for transceiver in self.pc.getTransceivers():
+            codecs = aiortc_private.negotiated_codecs(transceiver)
+            if transceiver.currentDirection == "recvonly" and codecs:
+                self.publications.append(
+                    Publication(transceiver.kind, codecs[0], transceiver.receiver)
+                )
+        if not self.publications:
+            raise negotiation_failed("the origin's answer sends no track")
+        await self._apply_held_candidates()
 
     # --- subscribing: the server offers to a viewer -------------------------------------
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from netra.media import fanout
 from netra.services import Services
 
-VIAS = ("ws", "whip", "whep")
+VIAS = ("ws", "whip", "whep", "relay")
 PEER_STATES = ("new", "connecting", "connected", "disconnected", "failed", "closed")
 KINDS = ("audio", "video")
 

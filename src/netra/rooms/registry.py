@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from netra.errors import UserError
 from netra.rooms.participant import Participant
@@ -52,6 +53,9 @@ class RoomRegistry:
 
     def get(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(list(self._rooms.values()))
 
     def __len__(self) -> int:
         return len(self._rooms)

@@ -1,6 +1,8 @@
 """Room: one streamer at most, any number of viewers, and the stream they share.
 
 The room holds who is here and what is live; it never touches a socket or a peer connection.
+In a cluster, another node pulling the stream joins as a viewer `via` "relay": it gets the
+stream like any viewer but is not counted in the audience (netra.cluster).
 It tells participants what changed through their listener. A stream outlives its streamer's
 peer connection: a streamer that reconnects with the same codecs carries the stream on
 (`start_stream` adopts the new connection's tracks), and a stalled stream stays live.
@@ -44,16 +46,21 @@ class Room:
                 raise UserError(f"room {self.id!r} already has a streamer", code="streamer-exists")
             self.streamer = participant
             # The count did not change; only the newcomer needs to hear it.
-            participant.listener.viewers_changed(len(self.viewers))
+            participant.listener.viewers_changed(self.audience)
         else:
-            if len(self.viewers) >= self._max_viewers:
+            if self.audience >= self._max_viewers and participant.via != "relay":
                 raise UserError(
-                    f"room {self.id!r} has {len(self.viewers)} viewers, its limit",
+                    f"room {self.id!r} has {self.audience} viewers, its limit",
                     code="room-full",
                     retry_after=10,
                 )
             self.viewers[participant.client_id] = participant
             self._announce_viewers()
+
+    @property
+    def audience(self) -> int:
+        """The viewers, not counting other nodes' relays."""
+        return sum(1 for viewer in self.viewers.values() if viewer.via != "relay")
 
     def leave(self, participant: Participant) -> None:
         if participant is self.streamer:
@@ -120,7 +127,7 @@ class Room:
             participant.listener.stream_ended(reason)
 
     def _announce_viewers(self) -> None:
-        count = len(self.viewers)
+        count = self.audience
         everyone = ([self.streamer] if self.streamer else []) + list(self.viewers.values())
         for participant in everyone:
             participant.listener.viewers_changed(count)
@@ -131,7 +138,7 @@ class Room:
             "live": self.live,
             "stalled": self.stalled,
             "streamer": self.streamer.client_id if self.streamer else None,
-            "viewers": len(self.viewers),
+            "viewers": self.audience,
             "participants": [p.snapshot() for p in [self.streamer, *self.viewers.values()] if p],
             "publications": [p.snapshot() for p in self.publications],
         }

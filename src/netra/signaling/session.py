@@ -97,7 +97,7 @@ class SignalingSession:
         self._send(self._joined(room, participant, resumed=True))
         for text in backlog:
             link.send_text(text)
-        self._send(m.viewers(len(room.viewers)))
+        self._send(m.viewers(room.audience))
 
     def park(self, link: Link, grace: float) -> None:
         """`link` dropped: keep the session `grace` seconds for the client to resume."""
@@ -173,7 +173,7 @@ class SignalingSession:
             participant.role,
             [server.to_wire() for server in self._context.config.ice_servers],
             room.live,
-            len(room.viewers),
+            room.audience,
             self.key,
             resumed=resumed,
             resume_error=self._resume_error,

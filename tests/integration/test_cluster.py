@@ -1,0 +1,165 @@
+"""Two nodes of a cluster on one Redis: a stream published on one plays on the other.
+
+Both nodes run in this process (as the `server` fixture's does), each with its own port and
+node name, sharing a real redis-server; their viewers and streamers are real aiortc peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from netra.app import create_app
+from netra.config import Config
+from netra.services import SERVICES
+
+from .conftest import Peers, Server
+from .peers import TEST_SECRET, token
+from .redis_server import RedisServer, free_port
+
+
+@dataclass
+class Node:
+    name: str
+    server: Server
+    peers: Peers
+
+    def room(self, room_id: str) -> Any:
+        return self.server.app[SERVICES].context.rooms.get(room_id)
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    nodes: list[Node]
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    marker = request.node.get_closest_marker("server_config")
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    runners: list[web.AppRunner] = []
+    nodes = []
+    try:
+        for name in ("origin", "edge"):
+            port = free_port()
+            config = Config(
+                host="127.0.0.1",
+                port=port,
+                candidate_addresses=("127.0.0.1",),
+                auth_secret=TEST_SECRET,
+                redis=redis.url,
+                node_id=name,
+                **(marker.kwargs if marker else {}),
+            )
+            app = create_app(config)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            server = Server(url=f"http://127.0.0.1:{port}", app=app)
+            nodes.append(Node(name, server, Peers(server)))
+        yield Cluster(redis, nodes)
+    finally:
+        for node in nodes:
+            await node.peers.close()
+        for runner in reversed(runners):
+            await runner.cleanup()
+        redis.stop()
+
+
+async def wait_for(what: str, check: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_stream_published_on_one_node_plays_to_a_viewer_of_another(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    publisher = await origin.peers.publisher("show", width=320, height=240)
+    await publisher.join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.signaling.next_message("stream-started", timeout=5)
+    reception = await viewer.watch(video=10, audio=10)
+    assert {(f.width, f.height) for f in reception.video} == {(320, 240)}
+    # The edge pulls as a relay: the origin's room counts no viewer, the edge's counts one.
+    assert origin.room("show").audience == 0
+    assert [p.via for p in origin.room("show").viewers.values()] == ["relay"]
+    assert edge.room("show").audience == 1
+    assert edge.room("show").streamer.via == "relay"
+
+
+async def test_a_second_streamer_on_another_node_is_told_the_room_has_one(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    await (await origin.peers.publisher("show")).join_and_publish()
+    second = await edge.peers.signaling()
+    await second.send({"type": "join", "roomId": "show", "role": "streamer",
+                       "token": token("show", publish=True)})  # fmt: skip
+    error = await second.next_message("error")
+    assert error["code"] == "streamer-exists", error
+    assert "origin" in error["message"]
+
+
+async def test_when_the_origins_streamer_leaves_edge_viewers_hear_the_end_and_play_again_from_a_new_origin(  # noqa: E501
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    publisher = await origin.peers.publisher("show")
+    await publisher.join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+    await publisher.leave()
+    ended = await viewer.signaling.next_message("stream-ended", timeout=5)
+    assert ended["reason"] in ("streamer-left", "origin-lost"), ended
+    # The streamer comes back through the other node: that node is the origin now.
+    comeback = await edge.peers.publisher("show", colour=(200, 40, 40))
+    await comeback.join_and_publish()
+    await viewer.signaling.next_message("stream-started", timeout=5)
+    await viewer.watch(video=5, audio=5)
+    assert edge.room("show").streamer.via == "ws"
+
+
+@pytest.mark.server_config(relay_linger=0.3)
+async def test_a_pull_ends_once_its_last_viewer_has_been_gone_for_the_linger(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    await (await origin.peers.publisher("show")).join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+    await viewer.close()
+    await wait_for("the origin to lose its relay", lambda: not origin.room("show").viewers)
+    assert edge.room("show") is None
+
+
+async def test_the_rooms_api_names_each_nodes_pulls(cluster: Cluster) -> None:
+    origin, edge = cluster.nodes
+    await (await origin.peers.publisher("show")).join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {token(admin=True)}"}
+        async with http.get(f"{edge.server.url}/api/rooms", headers=headers) as reply:
+            edge_view = (await reply.json())["cluster"]
+        async with http.get(f"{origin.server.url}/api/rooms", headers=headers) as reply:
+            origin_view = (await reply.json())["cluster"]
+    assert edge_view["pulls"] == {"show": "origin"}
+    assert origin_view["origin_of"] == ["show"]
+    assert edge_view["reachable"] and origin_view["reachable"]
