@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
@@ -176,7 +176,7 @@ async def _rooms(request: web.Request) -> web.Response:
 
 
 def _cluster_snapshot(context: AgentContext) -> dict[str, object]:
-    snapshot = dict(context.directory.snapshot())
+    snapshot = {**context.directory.snapshot(), "pid": os.getpid()}
     if context.relays is not None:
         snapshot["pulls"] = context.relays.snapshot()
     return snapshot
@@ -234,18 +234,28 @@ async def _bounded(what: str, seconds: float, *steps: Awaitable[object]) -> None
             logger.warning("shutdown: %s: %r", what, result)
 
 
-def run(config: Config, secret: str | None = None) -> None:
+def run(
+    config: Config,
+    secret: str | None = None,
+    *,
+    reuse_port: bool = False,
+    sockets: Sequence[socket.socket] = (),
+) -> None:
+    """Serve on config's host and port (shared with other processes if `reuse_port`) and on
+    `sockets` too (a worker's own relay port)."""
     app = create_app(config, secret)
     memory.configure_gc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux
-        asyncio.run(_serve(app, config))
+        asyncio.run(_serve(app, config, reuse_port, sockets))
     else:
-        uvloop.run(_serve(app, config))  # fan-out.md: +20-50 % viewers per core
+        uvloop.run(_serve(app, config, reuse_port, sockets))  # fan-out.md: +20-50 % viewers/core
 
 
-async def _serve(app: web.Application, config: Config) -> None:
+async def _serve(
+    app: web.Application, config: Config, reuse_port: bool, sockets: Sequence[socket.socket]
+) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting connections and shut down.
 
     aiohttp's run_app would raise GracefulExit out of the loop and clean up inside a
@@ -269,7 +279,9 @@ async def _serve(app: web.Application, config: Config) -> None:
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, config.host, config.port).start()
+        await web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port).start()
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
         logger.info("shutting down on %s", (await stop).name)
     finally:
         await runner.cleanup()

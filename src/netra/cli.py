@@ -106,6 +106,11 @@ def _serve(config: Config) -> None:
             logger.info("Netra stored a new token secret in %s", config.state_dir / SECRET_FILE)
         token = mint(secret, room="*", publish=True, ttl=QUICK_START_TTL)
         logger.info("Netra on %s/?token=%s", config.base_url, token)
+    if config.workers != 1:
+        from netra.cluster.workers import run_workers
+
+        run_workers(config, secret)
+        return
     from netra.app import run
 
     run(config, secret=secret)

@@ -187,6 +187,11 @@ class Config(BaseSettings):
             default="http://CANDIDATE-ADDRESS:PORT",
         ),
     ] = None
+    workers: Annotated[
+        int,
+        Field(ge=0),
+        Flag("processes sharing the port, each a cluster node (needs --redis); 0: one a core", "N"),
+    ] = 1
     relay_linger: Annotated[
         float,
         Field(ge=0),

@@ -148,6 +148,7 @@ def joined(
     live: bool,
     viewers: int,
     resume_key: str,
+    node: str,
     *,
     resumed: bool = False,
     resume_error: str | None = None,
@@ -162,6 +163,7 @@ def joined(
         "viewers": viewers,
         "resumeKey": resume_key,
         "resumed": resumed,
+        "node": node,
     }
     if resume_error is not None:
         message["resumeError"] = resume_error

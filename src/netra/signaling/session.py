@@ -175,6 +175,7 @@ class SignalingSession:
             room.live,
             room.audience,
             self.key,
+            self._context.directory.node.id,
             resumed=resumed,
             resume_error=self._resume_error,
         )

@@ -1,0 +1,194 @@
+"""`netra serve --workers 2 --redis URL`: two worker processes on one port, one cluster.
+
+The server runs as a real subprocess (a supervisor and its two workers) against a real
+redis-server; the clients are this process's aiortc peers. Which worker takes a connection is
+the kernel's choice (SO_REUSEPORT), and `joined` says which node it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .peers import TEST_SECRET, Publisher, Signaling, Viewer
+from .redis_server import RedisServer, free_port
+
+START_SECONDS = 20.0
+ATTEMPTS = 24  # connections tried to reach each worker: all on one has odds 2^-23
+
+
+class Workers:
+    def __init__(self, redis_url: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log_path = log
+        self._redis_url = redis_url
+        self.process: subprocess.Popen[bytes] | None = None
+        self.node_pids: dict[str, int] = {}  # node name → its worker's PID
+
+    async def start(self) -> None:
+        command = [
+            sys.executable, "-m", "netra", "serve", "--workers", "2",
+            "--redis", self._redis_url, "--node-id", "test",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--candidate-address", "127.0.0.1",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NETRA_AUTH_SECRET": TEST_SECRET}
+        with open(self._log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        await self.wait_nodes({"test-0", "test-1"})
+
+    def children(self) -> list[int]:
+        """The supervisor's children: the workers (and multiprocessing's resource tracker)."""
+        assert self.process is not None
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    async def wait_nodes(self, nodes: set[str]) -> None:
+        """Until both workers answer, each registered in the cluster."""
+        deadline = asyncio.get_running_loop().time() + START_SECONDS
+        seen: set[str] = set()
+        while seen != nodes:
+            assert self.process is not None and self.process.poll() is None, self.log()
+            assert asyncio.get_running_loop().time() < deadline, f"only {seen}:\n{self.log()}"
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"{self.url}/api/rooms", headers=_admin()) as reply:
+                        cluster = (await reply.json())["cluster"]
+                        if cluster["reachable"]:
+                            seen.add(cluster["node"])
+                            self.node_pids[cluster["node"]] = cluster["pid"]
+            except aiohttp.ClientError:
+                pass  # not listening yet
+            await asyncio.sleep(0.05)
+
+    def log(self) -> str:
+        return self._log_path.read_text()[-3000:]
+
+    def stop(self) -> int | None:
+        """SIGTERM to the supervisor (by its PID), which stops its workers."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            for pid in self.children():
+                os.kill(pid, signal.SIGKILL)
+            self.process.kill()
+            self.process.wait()
+            raise
+
+
+def _admin() -> dict[str, str]:
+    from .peers import token
+
+    return {"Authorization": f"Bearer {token(admin=True)}"}
+
+
+@pytest.fixture
+async def workers(tmp_path: Path, loopback_candidates: None) -> AsyncIterator[Workers]:
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    started = Workers(redis.url, tmp_path / "netra.log")
+    try:
+        await started.start()
+        yield started
+    finally:
+        started.stop()
+        redis.stop()
+
+
+async def connect_on(workers: Workers, node: str) -> Signaling:
+    """A viewer connection that the kernel gave to `node`'s worker."""
+    for _ in range(ATTEMPTS):
+        signaling = await Signaling.connect(workers.url)
+        await signaling.send({"type": "join", "roomId": "show", "role": "viewer"})
+        joined = await signaling.next_message("joined")
+        if joined["node"] == node:
+            return signaling
+        await signaling.close()
+    raise AssertionError(f"no connection reached {node} in {ATTEMPTS} tries")
+
+
+async def test_a_stream_published_to_one_worker_plays_to_viewers_of_both(
+    workers: Workers,
+) -> None:
+    clients: list[Publisher | Viewer] = []
+    try:
+        publisher = Publisher(await Signaling.connect(workers.url), "show")
+        clients.append(publisher)
+        origin = (await publisher.join())["node"]
+        await publisher.publish()
+        await publisher.wait_connected()
+        edge = ({"test-0", "test-1"} - {origin}).pop()
+        for node in (origin, edge):
+            viewer = Viewer(await connect_on(workers, node), "show")
+            clients.append(viewer)
+            reception = await viewer.watch(video=10, audio=10)
+            assert {(f.width, f.height) for f in reception.video} == {(320, 240)}, node
+    finally:
+        for client in reversed(clients):
+            await client.close()
+
+
+async def test_a_killed_worker_is_started_again_and_its_viewers_play_again_on_rejoining(
+    workers: Workers,
+) -> None:
+    clients: list[Publisher | Viewer] = []
+    try:
+        publisher = Publisher(await Signaling.connect(workers.url), "show")
+        clients.append(publisher)
+        origin = (await publisher.join())["node"]
+        await publisher.publish()
+        await publisher.wait_connected()
+        edge = ({"test-0", "test-1"} - {origin}).pop()
+        viewer = Viewer(await connect_on(workers, edge), "show")
+        clients.append(viewer)
+        await viewer.watch(video=5, audio=5)
+        # kill -9 the edge worker: the one whose node name is not the publisher's.
+        edge_pid = workers.node_pids[edge]
+        assert edge_pid in workers.children()
+        os.kill(edge_pid, signal.SIGKILL)
+        await viewer.signaling.wait_closed(timeout=5)
+        await viewer.signaling.close(leave=False)
+        # The viewer comes back on a new connection (as the pages do) and plays within 5 s.
+        started = asyncio.get_running_loop().time()
+        viewer.signaling = await Signaling.connect(workers.url)
+        await viewer.join()
+        await viewer.watch(video=5, audio=5, timeout=5)
+        assert asyncio.get_running_loop().time() - started < 5.0
+        # The supervisor starts the killed worker again.
+        await workers.wait_nodes({"test-0", "test-1"})
+        assert workers.node_pids[edge] != edge_pid
+        assert edge_pid not in workers.children()
+    finally:
+        for client in reversed(clients):
+            await client.close()
+
+
+async def test_sigterm_stops_the_supervisor_and_every_worker(workers: Workers) -> None:
+    workers_pids = set(workers.node_pids.values())
+    helpers = set(workers.children()) - workers_pids  # multiprocessing's resource tracker
+    assert workers.stop() == 0, workers.log()
+    assert not [pid for pid in workers_pids if running(pid)], "a worker outlived the supervisor"
+    deadline = asyncio.get_running_loop().time() + 2.0
+    while left := [pid for pid in helpers if running(pid)]:
+        assert asyncio.get_running_loop().time() < deadline, f"{left} outlived the supervisor"
+        await asyncio.sleep(0.05)
+
+
+def running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
