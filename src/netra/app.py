@@ -72,6 +72,8 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     dtls.accept_ffmpeg_certificates()
     if config.candidate_addresses:
         aiortc_private.offer_host_addresses(config.candidate_addresses)
+    if config.udp_ports:
+        aiortc_private.bind_udp_ports(*config.udp_ports)
     try:
         path = fanout.select(config.fanout)
     except RuntimeError as error:

@@ -103,6 +103,14 @@ class Config(BaseSettings):
     announced_ip: Annotated[
         str | None, Flag("public address of a server behind 1:1 NAT, written into its SDP", "IP")
     ] = None
+    # aioice binds each peer connection's candidate to a port of its own: a range, for a
+    # firewall rule or a container's port mapping (docs/scale-out.md).
+    udp_ports: Annotated[
+        tuple[int, int] | None,
+        NoDecode,
+        Flag("UDP ports for media, LOW-HIGH (or one port: one peer connection at a time)",
+             "RANGE", default="any free port"),
+    ] = None
     connect_timeout: Annotated[
         float, Field(gt=0), Flag("seconds a peer connection may take to connect", "SECONDS")
     ] = 20.0
@@ -262,6 +270,20 @@ class Config(BaseSettings):
     @classmethod
     def _state_dir(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("udp_ports", mode="before")
+    @classmethod
+    def _udp_ports(cls, value: Any) -> tuple[int, int] | None:
+        if value is None or isinstance(value, tuple):
+            return value
+        low, _, high = str(value).strip().partition("-")
+        try:
+            ports = (int(low), int(high or low))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a port or a LOW-HIGH range") from None
+        if not 1 <= ports[0] <= ports[1] <= 65535:
+            raise ValueError(f"{value!r}: ports are 1-65535, LOW no higher than HIGH")
+        return ports
 
     @field_validator("redis")
     @classmethod

@@ -12,7 +12,9 @@ no ICE candidates). `unpatched()` gives back aiortc's original of a patched name
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import socket
@@ -68,6 +70,7 @@ _CLASS_NAMES: tuple[tuple[type, str], ...] = (
 )
 _MODULE_NAMES: tuple[tuple[Any, str], ...] = (
     (aioice.ice, "get_host_addresses"),
+    (aioice.ice, "asyncio"),
     (aiortc.codecs, "CODECS"),
     (aiortc.rtcpeerconnection, "find_common_codecs"),
     (aiortc.rtcpeerconnection, "filter_preferred_codecs"),
@@ -136,6 +139,65 @@ def offer_host_addresses(addresses: Iterable[str]) -> None:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+class _PortRangeLoop:
+    """The running loop as aioice's gathering sees it: host candidates bind a port in
+    [low, high] (the next free one, round robin) where aioice asks for any port (0)."""
+
+    def __init__(self, loop: Any, ports: _Ports) -> None:
+        self._loop, self._ports = loop, ports
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(
+        self, factory: Any, local_addr: Any = None, **kw: Any
+    ) -> Any:
+        if local_addr is None or local_addr[1] != 0:
+            return await self._loop.create_datagram_endpoint(factory, local_addr=local_addr, **kw)
+        for port in self._ports.next_ports():
+            try:
+                return await self._loop.create_datagram_endpoint(
+                    factory, local_addr=(local_addr[0], port), **kw
+                )
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, f"no free UDP port in {self._ports.low}-{self._ports.high}")
+
+
+@dataclasses.dataclass
+class _Ports:
+    low: int
+    high: int
+    cursor: int = 0
+
+    def next_ports(self) -> list[int]:
+        count = self.high - self.low + 1
+        start, self.cursor = self.cursor, (self.cursor + 1) % count
+        return [self.low + (start + i) % count for i in range(count)]
+
+
+class _AsyncioForAioice:
+    """asyncio, as aioice.ice sees it once `bind_udp_ports` was called."""
+
+    def __init__(self, ports: _Ports) -> None:
+        self._ports = ports
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    def get_running_loop(self) -> Any:
+        return _PortRangeLoop(asyncio.get_running_loop(), self._ports)
+
+
+def bind_udp_ports(low: int, high: int) -> None:
+    """Make every ICE host candidate bind a UDP port in [low, high] (process-wide), so that
+    a firewall rule or a container's port mapping can name them. aioice binds one port per
+    peer connection and has no option for it: its module's asyncio is swapped for one whose
+    loop picks the port."""
+    aioice.ice.asyncio = _AsyncioForAioice(_Ports(low, high))  # type: ignore[assignment]
 
 
 _ORIGINAL = "_netra_original"
