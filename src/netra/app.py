@@ -49,6 +49,9 @@ GOODBYE_SECONDS = 1.0  # server-shutdown and a 1001 close to every socket; WHIP/
 SESSIONS_SECONDS = 1.0  # every signaling session (parked ones too) and its peer connection
 HANDLER_SECONDS = 0.75  # aiohttp waits this for request handlers, and again once cancelled
 
+# Participants hear the viewer count at most once per this (docs/protocol.md, `viewers`).
+VIEWERS_INTERVAL_SECONDS = 1.0
+
 # Set when shutdown begins: /readyz answers 503 from then on.
 SHUTTING_DOWN = web.AppKey("netra.shutting_down", asyncio.Event)
 
@@ -82,7 +85,9 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     context = AgentContext(
         config=config,
         rooms=RoomRegistry(
-            max_rooms=config.max_rooms, max_viewers_per_room=config.max_viewers_per_room
+            max_rooms=config.max_rooms,
+            max_viewers_per_room=config.max_viewers_per_room,
+            viewers_interval=VIEWERS_INTERVAL_SECONDS,
         ),
         ice_servers=[
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
@@ -140,18 +145,32 @@ async def _start_monitors(app: web.Application) -> None:
     services.loop_lag.start()
     memory.FULL_COLLECTIONS.start()  # full collections from a timer, not mid-forwarding
     context = services.context
-    await context.directory.start(lambda room_id: _lost_origin(context, room_id))
+    await context.directory.start(_NodeEars(context))
     if context.relays is not None:
         context.relays.start()
         logger.info("node %s of the cluster at %s", context.directory.node.id, context.config.redis)
 
 
-def _lost_origin(context: AgentContext, room_id: str) -> None:
-    """Another node holds this room's origin claim now (it was lost in a Redis outage): one
-    origin per room again, so the stream here ends; its streamer may publish again."""
-    room = context.rooms.get(room_id)
-    if room is not None and room.streamer is not None and room.streamer.via != "relay":
-        room.end_stream(room.streamer, "origin-moved")
+class _NodeEars:
+    """What the cluster's directory asks of this node and tells it (DirectoryListener)."""
+
+    def __init__(self, context: AgentContext) -> None:
+        self._rooms = context.rooms
+
+    def audiences(self) -> dict[str, int]:
+        return {room.id: room.audience for room in self._rooms}
+
+    def remote_audiences(self, counts: dict[str, int]) -> None:
+        for room_id, count in counts.items():
+            if (room := self._rooms.get(room_id)) is not None:
+                room.set_remote_audience(count)
+
+    def lost(self, room_id: str) -> None:
+        """Another node holds this room's origin claim now (it was lost in a Redis outage):
+        one origin per room again, so the stream here ends; its streamer may publish again."""
+        room = self._rooms.get(room_id)
+        if room is not None and room.streamer is not None and room.streamer.via != "relay":
+            room.end_stream(room.streamer, "origin-moved")
 
 
 async def _stop_monitors(app: web.Application) -> None:

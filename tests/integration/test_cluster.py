@@ -99,6 +99,9 @@ async def test_a_stream_published_on_one_node_plays_to_a_viewer_of_another(
     assert [p.via for p in origin.room("show").viewers.values()] == ["relay"]
     assert edge.room("show").audience == 1
     assert edge.room("show").streamer.via == "relay"
+    # The streamer is told of the edge's viewer: the count is the cluster's.
+    while (await publisher.signaling.next_message("viewers"))["count"] != 1:
+        pass
 
 
 async def test_a_second_streamer_on_another_node_is_told_the_room_has_one(

@@ -23,18 +23,38 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     server.stop()
 
 
+class Ears:
+    """A node's side of the directory: the viewers it has, and what it was told."""
+
+    def __init__(self) -> None:
+        self.viewers: dict[str, int] = {}
+        self.remote: dict[str, int] = {}
+        self.lost_rooms: list[str] = []
+
+    def audiences(self) -> dict[str, int]:
+        return dict(self.viewers)
+
+    def remote_audiences(self, counts: dict[str, int]) -> None:
+        self.remote = counts
+
+    def lost(self, room: str) -> None:
+        self.lost_rooms.append(room)
+
+
 class Nodes:
     """Directories of several nodes on one Redis, all closed at the end."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.made: list[RedisDirectory] = []
+        self.ears: dict[str, Ears] = {}
         self.lost: dict[str, list[str]] = {}
 
     async def node(self, name: str) -> RedisDirectory:
         directory = RedisDirectory(Node(name, f"http://{name}.test:8080"), self.url)
-        self.lost[name] = []
-        await directory.start(self.lost[name].append)
+        ears = self.ears[name] = Ears()
+        self.lost[name] = ears.lost_rooms
+        await directory.start(ears)
         self.made.append(directory)
         return directory
 
@@ -145,3 +165,30 @@ async def test_at_rest_a_node_makes_one_redis_operation_per_second(nodes: Nodes)
     before = a.operations
     await asyncio.sleep(3.05)
     assert a.operations - before == 3
+
+
+async def test_each_node_hears_the_other_nodes_viewers_of_its_rooms_and_not_a_dead_nodes(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.1)
+    monkeypatch.setattr(redis_directory, "AUDIENCE_FRESH_MS", 500)
+    await nodes.node("a")
+    await nodes.node("b")
+    c = await nodes.node("c")
+    nodes.ears["a"].viewers = {"show": 0}  # the origin: its streamer, no viewer
+    nodes.ears["b"].viewers = {"show": 3}
+    nodes.ears["c"].viewers = {"show": 2, "other": 1}
+
+    async def until(what: str, check: object) -> None:
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while not check():  # type: ignore[operator]
+            assert asyncio.get_running_loop().time() < deadline, f"{what}: {nodes.ears}"
+            await asyncio.sleep(0.02)
+
+    await until("a hears 5", lambda: nodes.ears["a"].remote == {"show": 5})
+    await until("b hears 2", lambda: nodes.ears["b"].remote == {"show": 2})
+    assert c._ticker is not None
+    c._ticker.cancel()  # c dies: its counts go stale
+    await until("a hears only b's", lambda: nodes.ears["a"].remote == {"show": 3})
+    nodes.ears["b"].viewers = {}  # b's room closed: its count goes at its next tick
+    await until("a hears none", lambda: nodes.ears["a"].remote == {"show": 0})

@@ -10,7 +10,7 @@ themselves; everything a node holds it re-asserts after an outage.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,14 +43,23 @@ class Origin:
         return Origin(Node(str(data["node"]), str(data["relay"])), int(data["epoch"]))
 
 
-# Called with a room whose origin claim this node has lost (another node holds it now).
-LostClaim = Callable[[str], None]
+class DirectoryListener(Protocol):
+    """What a directory asks of its node, and tells it, once a tick."""
+
+    def audiences(self) -> dict[str, int]:
+        """This node's viewers, by room, for every room open here."""
+
+    def remote_audiences(self, counts: dict[str, int]) -> None:
+        """The other nodes' viewers of those rooms."""
+
+    def lost(self, room: str) -> None:
+        """Another node holds this room's origin claim now (after a Redis outage)."""
 
 
 class Directory(Protocol):
     node: Node
 
-    async def start(self, on_lost: LostClaim) -> None: ...
+    async def start(self, listener: DirectoryListener) -> None: ...
 
     async def close(self) -> None:
         """Release every claim this node holds."""
@@ -84,7 +93,7 @@ class LocalDirectory:
         self._epochs: dict[str, int] = {}
         self._held: dict[str, Origin] = {}
 
-    async def start(self, on_lost: LostClaim) -> None:
+    async def start(self, listener: DirectoryListener) -> None:
         pass
 
     async def close(self) -> None:

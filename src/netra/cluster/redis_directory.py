@@ -5,12 +5,15 @@ Keys (prefix `netra:`, values JSON):
 - `origin:{room}`: the origin claim `{node, relay, epoch}`, set only if absent (one script, so
   that of any number of racing streamers exactly one wins) and expiring CLAIM_TTL after the
   holder's last renewal: a dead node's rooms free themselves;
-- `epoch:{room}`: counts the room's origins.
+- `epoch:{room}`: counts the room's origins;
+- `audience:{room}`: a hash, node → `count:milliseconds`, each node's viewers of the room.
 
-Each node ticks once a second with one script that refreshes its node key and renews its claims,
-re-setting any that Redis lost (a restart without persistence): at rest that is one operation
-per second per node. A claim found held by another node is lost, and the node is told
-(`on_lost`): one origin per room again within a tick of Redis coming back.
+Each node ticks once a second with one script: it refreshes its node key, renews its claims
+(re-setting any that Redis lost in a restart without persistence), writes its viewer counts
+and reads the other nodes' (counts older than AUDIENCE_FRESH_MS are a dead node's and are
+left out). At rest that is one operation per second per node. A claim found held by another
+node is lost, and the node is told: one origin per room again within a tick of Redis coming
+back.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from netra.cluster.directory import LostClaim, Node, Origin, unavailable
+from netra.cluster.directory import DirectoryListener, Node, Origin, unavailable
 
 logger = logging.getLogger("netra.cluster")
 
@@ -35,6 +38,7 @@ PREFIX = "netra:"
 TICK_SECONDS = 1.0
 NODE_TTL_MS = 5000
 CLAIM_TTL_MS = 5000
+AUDIENCE_FRESH_MS = 3000
 # Each call gives up after this: a streamer is told to retry rather than wait on Redis.
 TIMEOUT_SECONDS = 1.0
 
@@ -52,25 +56,50 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: the node key, then the claims held; ARGV: node value, node TTL, claim TTL, then each
-# claim's value. Returns per claim: 0 renewed, 1 re-set (Redis had lost it), 2 another's now.
+# KEYS: the node key, the n claims held, then the audience hashes of the rooms open here.
+# ARGV: node value, node TTL, claim TTL, n, the claims' values, node id, freshness, then this
+# node's viewers of each room. Returns {per claim: 0 renewed, 1 re-set (Redis had lost it),
+# 2 another's now; per room: the other nodes' fresh viewers}.
 _TICK = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local result = {}
-for i = 2, #KEYS do
-  local mine = ARGV[i + 2]
-  local current = redis.call('GET', KEYS[i])
+local n = tonumber(ARGV[4])
+local claims = {}
+for i = 1, n do
+  local key, mine = KEYS[1 + i], ARGV[4 + i]
+  local current = redis.call('GET', key)
   if current == mine then
-    redis.call('PEXPIRE', KEYS[i], ARGV[3])
-    result[i - 1] = 0
+    redis.call('PEXPIRE', key, ARGV[3])
+    claims[i] = 0
   elseif not current then
-    redis.call('SET', KEYS[i], mine, 'PX', ARGV[3])
-    result[i - 1] = 1
+    redis.call('SET', key, mine, 'PX', ARGV[3])
+    claims[i] = 1
   else
-    result[i - 1] = 2
+    claims[i] = 2
   end
 end
-return result
+local id, fresh = ARGV[5 + n], tonumber(ARGV[6 + n])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local others = {}
+for j = 1, #KEYS - 1 - n do
+  local key, count = KEYS[1 + n + j], tonumber(ARGV[6 + n + j])
+  if count > 0 then
+    redis.call('HSET', key, id, count .. ':' .. now)
+    redis.call('PEXPIRE', key, fresh * 2)
+  else
+    redis.call('HDEL', key, id)
+  end
+  local sum = 0
+  local fields = redis.call('HGETALL', key)
+  for k = 1, #fields, 2 do
+    if fields[k] ~= id then
+      local c, at = string.match(fields[k + 1], '(%d+):(%d+)')
+      if c and now - tonumber(at) < fresh then sum = sum + tonumber(c) end
+    end
+  end
+  others[j] = sum
+end
+return {claims, others}
 """
 
 
@@ -95,12 +124,13 @@ class RedisDirectory:
         self._tick_script = self._redis.register_script(_TICK)
         self._held: dict[str, str] = {}  # room → the claim's value, as Redis holds it
         self._ticker: asyncio.Task[None] | None = None
-        self._on_lost: LostClaim = lambda room: None
+        self._listener: DirectoryListener | None = None
+        self._reported: set[str] = set()  # rooms whose viewers this node wrote last tick
         self.reachable = False
         self.operations = 0  # calls made to Redis, for the metrics and the load figures
 
-    async def start(self, on_lost: LostClaim) -> None:
-        self._on_lost = on_lost
+    async def start(self, listener: DirectoryListener) -> None:
+        self._listener = listener
         try:
             await self.tick()
         except RedisError as exc:
@@ -153,23 +183,39 @@ class RedisDirectory:
         return {room: Origin.decode(v) for room, v in zip(wanted, values, strict=True) if v}
 
     async def tick(self) -> None:
-        rooms = list(self._held)
+        listener = self._listener
+        held = list(self._held)
+        audiences = listener.audiences() if listener is not None else {}
+        for gone in self._reported - audiences.keys():
+            audiences[gone] = 0  # its count here goes
+        counted = list(audiences)
         node = json.dumps({"relay": self.node.relay_url})
-        results = await self._call(
+        claims, others = await self._call(
             self._tick_script(
-                keys=[f"{PREFIX}node:{self.node.id}", *(origin_key(r) for r in rooms)],
-                args=[node, NODE_TTL_MS, CLAIM_TTL_MS, *(self._held[r] for r in rooms)],
+                keys=[
+                    f"{PREFIX}node:{self.node.id}",
+                    *(origin_key(r) for r in held),
+                    *(f"{PREFIX}audience:{r}" for r in counted),
+                ],
+                args=[
+                    node, NODE_TTL_MS, CLAIM_TTL_MS, len(held), *(self._held[r] for r in held),
+                    self.node.id, AUDIENCE_FRESH_MS, *(audiences[r] for r in counted),
+                ],
             )
-        )
+        )  # fmt: skip
         if not self.reachable:
             logger.info("redis at %s reachable; node %s registered", self.url, self.node.id)
         self.reachable = True
-        for room, result in zip(rooms, results, strict=True):
+        self._reported = {room for room in counted if audiences[room] > 0}
+        if listener is None:
+            return
+        listener.remote_audiences(dict(zip(counted, others, strict=True)))
+        for room, result in zip(held, claims, strict=True):
             if result == 1:
                 logger.info("room=%s origin claim re-asserted after redis lost it", room)
             elif result == 2 and self._held.pop(room, None) is not None:
                 logger.warning("room=%s another node holds the origin claim now", room)
-                self._on_lost(room)
+                listener.lost(room)
 
     async def _tick_forever(self) -> None:
         while True:

@@ -87,7 +87,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         room = agent.room
         if room is not None:
             await _send(response, "active" if room.live else "inactive", {})
-            await _send(response, "viewercount", {"viewercount": room.audience})
+            await _send(response, "viewercount", {"viewercount": room.viewer_count})
         while True:
             try:
                 item = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_SECONDS)

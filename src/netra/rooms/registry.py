@@ -13,10 +13,17 @@ logger = logging.getLogger(__name__)
 
 
 class RoomRegistry:
-    def __init__(self, *, max_rooms: int = 1000, max_viewers_per_room: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        max_rooms: int = 1000,
+        max_viewers_per_room: int = 1000,
+        viewers_interval: float = 0.0,
+    ) -> None:
         self._rooms: dict[str, Room] = {}
         self._max_rooms = max_rooms
         self._max_viewers = max_viewers_per_room
+        self._viewers_interval = viewers_interval
 
     def join(self, room_id: str, participant: Participant) -> Room:
         room = self._rooms.get(room_id)
@@ -28,7 +35,9 @@ class RoomRegistry:
                     code="too-many-rooms",
                     retry_after=10,
                 )
-            room = Room(room_id, max_viewers=self._max_viewers)
+            room = Room(
+                room_id, max_viewers=self._max_viewers, viewers_interval=self._viewers_interval
+            )
         room.join(participant)  # may raise; a new room is then simply not kept
         if created:
             self._rooms[room_id] = room

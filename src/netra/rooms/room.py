@@ -10,8 +10,10 @@ peer connection: a streamer that reconnects with the same codecs carries the str
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from time import monotonic
 
 from netra.errors import UserError
 from netra.media.publication import Publication
@@ -23,14 +25,23 @@ ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class Room:
-    def __init__(self, room_id: str, *, max_viewers: int = 1000) -> None:
+    def __init__(
+        self, room_id: str, *, max_viewers: int = 1000, viewers_interval: float = 0.0
+    ) -> None:
         self.id = room_id
         self.streamer: Participant | None = None
         self.viewers: dict[str, Participant] = {}
         self.publications: tuple[Publication, ...] = ()
         # Why a live stream carries no media now (`no-media`, `streamer-reconnecting`).
         self.stalled: str | None = None
+        # The room's viewers on the cluster's other nodes, as the directory last said.
+        self.remote_audience = 0
         self._max_viewers = max_viewers
+        # The count is told at most once per this many seconds: with N viewers each change
+        # is N messages, so a join burst would cost N² without it.
+        self._viewers_interval = viewers_interval
+        self._told_at = float("-inf")
+        self._telling: asyncio.TimerHandle | None = None
 
     @property
     def live(self) -> bool:
@@ -46,7 +57,7 @@ class Room:
                 raise UserError(f"room {self.id!r} already has a streamer", code="streamer-exists")
             self.streamer = participant
             # The count did not change; only the newcomer needs to hear it.
-            participant.listener.viewers_changed(self.audience)
+            participant.listener.viewers_changed(self.viewer_count)
         else:
             if self.audience >= self._max_viewers and participant.via != "relay":
                 raise UserError(
@@ -59,8 +70,18 @@ class Room:
 
     @property
     def audience(self) -> int:
-        """The viewers, not counting other nodes' relays."""
+        """The viewers here, not counting other nodes' relays."""
         return sum(1 for viewer in self.viewers.values() if viewer.via != "relay")
+
+    @property
+    def viewer_count(self) -> int:
+        """What participants are told: this node's audience and the other nodes'."""
+        return self.audience + self.remote_audience
+
+    def set_remote_audience(self, count: int) -> None:
+        if count != self.remote_audience:
+            self.remote_audience = count
+            self._announce_viewers()
 
     def leave(self, participant: Participant) -> None:
         if participant is self.streamer:
@@ -127,7 +148,20 @@ class Room:
             participant.listener.stream_ended(reason)
 
     def _announce_viewers(self) -> None:
-        count = self.audience
+        """Tell everyone the count now, or when the interval since the last telling ends
+        (then the count as it is by then: the newest count always arrives)."""
+        if self._telling is not None:
+            return
+        wait = self._told_at + self._viewers_interval - monotonic()
+        if wait > 0:
+            self._telling = asyncio.get_running_loop().call_later(wait, self._tell_viewers)
+        else:
+            self._tell_viewers()
+
+    def _tell_viewers(self) -> None:
+        self._telling = None
+        self._told_at = monotonic()
+        count = self.viewer_count
         everyone = ([self.streamer] if self.streamer else []) + list(self.viewers.values())
         for participant in everyone:
             participant.listener.viewers_changed(count)
@@ -139,6 +173,7 @@ class Room:
             "stalled": self.stalled,
             "streamer": self.streamer.client_id if self.streamer else None,
             "viewers": self.audience,
+            "remote_viewers": self.remote_audience,
             "participants": [p.snapshot() for p in [self.streamer, *self.viewers.values()] if p],
             "publications": [p.snapshot() for p in self.publications],
         }

@@ -97,7 +97,7 @@ class SignalingSession:
         self._send(self._joined(room, participant, resumed=True))
         for text in backlog:
             link.send_text(text)
-        self._send(m.viewers(room.audience))
+        self._send(m.viewers(room.viewer_count))
 
     def park(self, link: Link, grace: float) -> None:
         """`link` dropped: keep the session `grace` seconds for the client to resume."""
@@ -173,7 +173,7 @@ class SignalingSession:
             participant.role,
             [server.to_wire() for server in self._context.config.ice_servers],
             room.live,
-            room.audience,
+            room.viewer_count,
             self.key,
             self._context.directory.node.id,
             resumed=resumed,
