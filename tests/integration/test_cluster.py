@@ -17,12 +17,13 @@ import pytest
 from aiohttp import web
 
 from netra.app import create_app
+from netra.bench.redis_server import RedisServer
+from netra.bench.target import free_port
 from netra.config import Config
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
 from .peers import TEST_SECRET, token
-from .redis_server import RedisServer, free_port
 
 
 @dataclass

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from netra.bench.redis_server import RedisServer
 from netra.cluster import redis_directory
 from netra.cluster.directory import Node
 from netra.cluster.redis_directory import RedisDirectory
-
-from .redis_server import RedisServer
 
 
 @pytest.fixture

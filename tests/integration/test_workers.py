@@ -18,8 +18,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from netra.bench.redis_server import RedisServer
+from netra.bench.target import free_port
+
 from .peers import TEST_SECRET, Publisher, Signaling, Viewer
-from .redis_server import RedisServer, free_port
 
 START_SECONDS = 20.0
 ATTEMPTS = 24  # connections tried to reach each worker: all on one has odds 2^-23

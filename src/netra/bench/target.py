@@ -172,13 +172,22 @@ class NetraTarget:
 
     name = "netra"
 
-    def __init__(self, room: str = "bench", fanout: str = "auto") -> None:
+    def __init__(
+        self,
+        room: str = "bench",
+        fanout: str = "auto",
+        *,
+        args: tuple[str, ...] = (),
+        secret: str | None = None,
+    ) -> None:
         self.room = room
         self.fanout = fanout
         self.port = 0
+        self._args = args  # more flags for `netra serve` (a cluster node's)
         self._process: subprocess.Popen[bytes] | None = None
         # The server under test signs tokens with this; publishing and /api/rooms need one.
-        self._secret = secrets.token_urlsafe(48)
+        # The nodes of one cluster share it.
+        self._secret = secret or secrets.token_urlsafe(48)
 
     def _token(self, *, publish: bool = False, admin: bool = False) -> str:
         return mint(self._secret, room="*", ttl=24 * 3600, publish=publish, admin=admin)
@@ -194,7 +203,7 @@ class NetraTarget:
             sys.executable, "-m", "netra", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--candidate-address", "127.0.0.1", "--log-level", "WARNING",
-            "--fanout", self.fanout,
+            "--fanout", self.fanout, *self._args,
         ]  # fmt: skip
         env = {**os.environ, "NETRA_ICE_SERVERS": "", "NETRA_AUTH_SECRET": self._secret}
         self._process = subprocess.Popen(pinned(command, cpu), env=env)

@@ -1,4 +1,5 @@
-"""A real redis-server (Debian's package) on 127.0.0.1, started and stopped by the tests.
+"""A real redis-server (Debian's package) on 127.0.0.1, started and stopped by the tests and
+the cluster benchmarks.
 
 `stop()` and `start()` again on the same port simulate an outage: nothing is persisted, so
 the server comes back empty, as a restarted cache would.
@@ -7,24 +8,19 @@ the server comes back empty, as a restarted cache would.
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from pathlib import Path
+
+from netra.bench.target import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 START_SECONDS = 5.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         if not Path(REDIS_SERVER).exists():
-            raise RuntimeError(f"{REDIS_SERVER} is missing: `make install-test` installs it")
+            raise RuntimeError(f"{REDIS_SERVER} is missing: `make redis` installs it")
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = workdir
