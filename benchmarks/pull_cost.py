@@ -6,14 +6,19 @@ pulls a stream, against one viewer's; and an edge's CPU with one pull and no vie
 
 Starts Debian's redis-server, an origin and `--edges` edges (`netra serve --redis`, each a
 process of its own on core 1, loopback only) and a 720p synthetic publisher on the origin
-(this process, core 0, with the viewer bots). Each phase is measured over `--window` seconds
-of the processes' CPU time (/proc):
+(this process, core 0, with the viewer bots). The origin's CPU (/proc) is measured over
+`--window` seconds at each level, on the way up and again on the way down (their difference
+is the run's noise):
 
 - ingest: the publisher alone;
 - viewers: `--viewers` bots watch on the origin; a viewer costs (viewers - ingest) / N;
-- pulls: the bots leave; one bot watches on each edge and leaves again, so that each edge keeps
+- viewers and pulls: one bot watches on each edge and leaves again, so that each edge keeps
   its pull (a long --relay-linger) with no viewer: a pull costs the origin
-  (pulls - ingest) / edges, and each edge's own CPU is that of one pull and no viewer.
+  (viewers and pulls - viewers) / edges, and each edge's own CPU is that of one pull and no
+  viewer. The pulls share one serialization per packet (their group: a WHEP offer's header
+  extension ids, not the viewers'), which this counts in.
+
+The viewer bots send a receiver report a second, as browsers do (an edge's pull sends its own).
 """
 
 from __future__ import annotations
@@ -72,11 +77,23 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         ]
         publisher = SyntheticPublisher(clip)
         bots: list[ViewerBot] = []
+        reporter: asyncio.Task[None] | None = None
         try:
             await origin.start(cpu=1)
             for edge in edges:
                 await edge.start(cpu=1)
             await publisher.start(origin)
+
+            async def report() -> None:
+                # Each bot sends its receiver report once a second, as a browser does: an
+                # edge's pull sends its own, so a viewer must too for a fair comparison.
+                while True:
+                    await asyncio.sleep(1.0)
+                    now = time.perf_counter()
+                    for bot in bots:
+                        bot.tick(now)
+
+            reporter = asyncio.create_task(report())
             await asyncio.sleep(args.settle)
             ingest = (await cpu_share([origin.pid], args.window))[0]
 
@@ -84,28 +101,52 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(*(bot.start(origin) for bot in bots))
             await asyncio.sleep(args.settle)
             viewers = (await cpu_share([origin.pid], args.window))[0]
-            await asyncio.gather(*(bot.close() for bot in bots))
-            bots = []
 
             for i, edge in enumerate(edges):
                 await watch_briefly(edge, 1000 + i)
             await asyncio.sleep(args.settle)
+            spy = None
+            if args.profile:  # where an idle edge's time goes, while it is measured
+                spy = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).with_name("py-spy")), "record",
+                    "--pid", str(edges[0].pid), "--duration",
+                    str(int(args.window)), "--format", "raw", "--output", str(args.profile),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
             shares = await cpu_share([origin.pid, *(e.pid for e in edges)], args.window)
+            if spy is not None:
+                await spy.wait()
+
+            for edge in edges:  # the pulls end
+                await edge.stop()
+            await asyncio.sleep(args.settle)
+            viewers_again = (await cpu_share([origin.pid], args.window))[0]
+            await asyncio.gather(*(bot.close() for bot in bots))
+            bots = []
+            await asyncio.sleep(args.settle)
+            ingest_again = (await cpu_share([origin.pid], args.window))[0]
         finally:
+            if reporter is not None:
+                reporter.cancel()
             await asyncio.gather(*(bot.close() for bot in bots))
             await publisher.close()
             for target in (*edges, origin):
                 await target.stop()
             redis.stop()
-    per_viewer = (viewers - ingest) / args.viewers
-    per_pull = (shares[0] - ingest) / args.edges
+    # Each level is measured on the way up and on the way down: their difference is the noise.
+    alone = (ingest + ingest_again) / 2
+    watched = (viewers + viewers_again) / 2
+    per_viewer = (watched - alone) / args.viewers
+    per_pull = (shares[0] - watched) / args.edges
     result.update(
         {
-            "origin_ingest_core": round(ingest, 4),
-            "origin_with_viewers_core": round(viewers, 4),
+            "origin_ingest_core": round(alone, 4),
+            "origin_ingest_first_last_core": [round(ingest, 4), round(ingest_again, 4)],
+            "origin_with_viewers_core": round(watched, 4),
+            "origin_with_viewers_first_last_core": [round(viewers, 4), round(viewers_again, 4)],
             "viewers": args.viewers,
             "per_viewer_core": round(per_viewer, 5),
-            "origin_with_pulls_core": round(shares[0], 4),
+            "origin_with_viewers_and_pulls_core": round(shares[0], 4),
             "edges": args.edges,
             "per_pull_core": round(per_pull, 5),
             "pull_in_viewers": round(per_pull / per_viewer, 2) if per_viewer > 0 else None,
@@ -120,14 +161,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--viewers", type=int, default=20)
     parser.add_argument("--edges", type=int, default=3)
-    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path, help="py-spy the first edge (raw format)")
     args = parser.parse_args()
     result = asyncio.run(measure(args))
-    print(f"origin, publisher only:      {result['origin_ingest_core']:.1%} of a core")
+    first, last = result["origin_ingest_first_last_core"]
+    print(f"origin, publisher only:      {result['origin_ingest_core']:.1%} of a core"
+          f" (first {first:.1%}, last {last:.1%})")  # fmt: skip
+    up, down = result["origin_with_viewers_first_last_core"]
     print(f"one viewer on the origin:    {result['per_viewer_core']:.2%} of a core"
-          f" (from {result['viewers']} viewers)")  # fmt: skip
+          f" (from {result['viewers']} viewers: {up:.1%} then {down:.1%})")  # fmt: skip
     print(f"one pull by an edge:         {result['per_pull_core']:.2%} of a core"
           f" = {result['pull_in_viewers']} viewers (from {result['edges']} edges)")  # fmt: skip
     print(f"an edge, one pull, no viewer: {result['edge_median_core']:.1%} of a core (median)")

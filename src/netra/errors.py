@@ -42,7 +42,8 @@ class ProtocolError(NetraError):
 class UserError(NetraError):
     """A well-formed request the server cannot satisfy: streamer-exists, negotiation-failed,
     unsupported-codec, not-live, over-capacity, rate-limited, ice-restart-unsupported,
-    room-full, too-many-rooms, too-many-joins, too-many-connections."""
+    room-full, too-many-rooms, too-many-joins, too-many-connections, directory-unavailable
+    (a cluster's Redis is away), origin-unreachable and origin-refused (a node's pull)."""
 
 
 class NotAuthorised(NetraError):
@@ -94,6 +95,7 @@ HTTP_STATUS: dict[str, int] = {
     "over-capacity": 503,
     "room-full": 503,
     "too-many-rooms": 503,
+    "directory-unavailable": 503,
     "internal-error": 500,
 }
 

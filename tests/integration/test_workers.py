@@ -194,3 +194,29 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "State:\tZ" not in status
+
+
+async def test_when_the_origin_worker_is_killed_the_other_workers_viewers_are_told_in_2_s(
+    workers: Workers,
+) -> None:
+    clients: list[Publisher | Viewer] = []
+    try:
+        publisher = Publisher(await Signaling.connect(workers.url), "show")
+        clients.append(publisher)
+        origin = (await publisher.join())["node"]
+        await publisher.publish()
+        await publisher.wait_connected()
+        edge = ({"test-0", "test-1"} - {origin}).pop()
+        viewer = Viewer(await connect_on(workers, edge), "show")
+        clients.append(viewer)
+        await viewer.watch(video=5, audio=5)
+        os.kill(workers.node_pids[origin], signal.SIGKILL)
+        killed = asyncio.get_running_loop().time()
+        stalled = await viewer.signaling.next_message("stream-stalled", timeout=3)
+        assert stalled["reason"] == "no-media", stalled
+        assert asyncio.get_running_loop().time() - killed < 2.0
+        # Once the dead origin's claim expires (5 s), the edge ends the stream.
+        await viewer.signaling.next_message("stream-ended", timeout=8)
+    finally:
+        for client in reversed(clients):
+            await client.close()

@@ -68,6 +68,7 @@ class Subscription:
             "retransmits_refused": 0,
             "nacks": 0,
             "keyframe_requests": 0,
+            "rtcp": 0,  # RTCP packets from the viewer about this track
             "fraction_lost": 0,
             "packets_lost": 0,
             "rtt_ms": None,
@@ -197,6 +198,7 @@ class Subscription:
     def _on_rtcp(self, packet: Any) -> None:
         if self.closed:
             return
+        self.stats["rtcp"] += 1
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             self.stats["nacks"] += 1
             now = time.monotonic()

@@ -105,7 +105,8 @@ export function signalingUrl(location) {
  *   - `streamer-exists` on a re-join: the server has not yet noticed that our old socket
  *     died; retry with back-off, `reconnecting`;
  *   - a `join` refused because the server is busy (`too-many-joins`, `too-many-connections`,
- *     `room-full`, `too-many-rooms`, `rate-limited`): retry with a longer back-off;
+ *     `room-full`, `too-many-rooms`, `rate-limited`, `directory-unavailable`): retry with a
+ *     longer back-off;
  *   - `internal-error` on `join`, and `not-joined` (we and the server disagree on whether we
  *     are joined): start over on a new socket, with back-off;
  *   - refusals of one `offer` or `answer` (`negotiation-failed`, `out-of-order`, …): `error`
@@ -128,6 +129,7 @@ const BUSY_CODES = new Set([
   "room-full",
   "too-many-rooms",
   "rate-limited",
+  "directory-unavailable",
 ]);
 /** A busy server is retried more gently: from 2 s, doubling, up to 30 s. */
 const BUSY_BACKOFF_BASE_MS = 2000;
