@@ -24,6 +24,7 @@ from netra.services import SERVICES
 
 from .conftest import Peers, Server
 from .peers import TEST_SECRET, token
+from .whip_clients import WhipPublisher, request
 
 
 @dataclass
@@ -167,3 +168,32 @@ async def test_the_rooms_api_names_each_nodes_pulls(cluster: Cluster) -> None:
     assert edge_view["pulls"] == {"show": "origin"}
     assert origin_view["origin_of"] == ["show"]
     assert edge_view["reachable"] and origin_view["reachable"]
+
+
+async def test_a_whip_sessions_trickle_and_delete_reach_its_node_from_any_node(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    async with aiohttp.ClientSession() as http:
+        publisher = WhipPublisher(
+            http, origin.server.url, "show", token=token("show", publish=True), candidates="trickle"
+        )
+        try:
+            await publisher.start()  # its POST and its trickle PATCH go to the origin
+            assert publisher.location is not None and publisher.location.endswith("~origin")
+            elsewhere = edge.server.url + publisher.location
+            # The same session through the other node: forwarded to its own.
+            reply = await request(
+                http, "PATCH", elsewhere, body=publisher.fragment(end_of_candidates=True),
+                content_type="application/trickle-ice-sdpfrag",
+            )  # fmt: skip
+            assert reply.status == 204, reply.describe()
+            await publisher.wait_connected()
+            assert (await request(http, "GET", elsewhere)).status == 204
+            assert (await request(http, "DELETE", elsewhere)).status == 200
+            publisher.deleted = True
+            await wait_for("the origin to close the session", lambda: origin.room("show") is None)
+            gone = await request(http, "GET", edge.server.url + "/whip/show/x~nowhere")
+            assert gone.status == 404, gone.describe()
+        finally:
+            await publisher.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 import time
@@ -23,7 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("janus",),
         help="also run Janus's VideoRoom, interleaved A/B/A/B, and compare",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="ladders per server (--against)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run `netra serve --workers N` (with its own redis-server), interleaved with "
+        "one process, and compare (use with --cores)",
+    )
+    parser.add_argument(
+        "--cores",
+        type=float,
+        help="CPU quota of each server process, in cores (a cgroup; needs root): the load tool "
+        "stays outside it",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="ladders per server (--against, --workers)"
+    )
     parser.add_argument(
         "--fanout",
         choices=("auto", "native", "python"),
@@ -46,15 +62,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-output"), help="output folder")
 
 
-def _targets(against: str | None, fanout: str) -> list[Target]:
+def _targets(args: argparse.Namespace, redis_url: str | None) -> list[Target]:
     from netra.bench.target import NetraTarget
 
-    targets: list[Target] = [NetraTarget(fanout=fanout)]
-    if against == "janus":
+    targets: list[Target] = [NetraTarget(fanout=args.fanout, cores=args.cores)]
+    if args.workers > 1:
+        assert redis_url is not None
+        cluster = NetraTarget(
+            fanout=args.fanout,
+            cores=args.cores,
+            workers=args.workers,
+            args=("--redis", redis_url),
+        )
+        cluster.name = f"netra-{args.workers}-workers"
+        targets.append(cluster)
+    if args.against == "janus":
         from netra.bench.janus import JanusTarget
 
         targets.append(JanusTarget())
     return targets
+
+
+def _server_cores(target: Target, args: argparse.Namespace) -> float:
+    """What the target may use: its processes' quotas, or the one core it is pinned to."""
+    workers = getattr(target, "workers", 1)
+    return args.cores * workers if args.cores else 1.0
 
 
 def _spread(values: list[float]) -> str:
@@ -123,6 +155,12 @@ def _print_comparison(table: dict[str, dict[str, list[float]]]) -> None:
         janus = statistics.median(table["janus"]["most_viewers"])
         if janus:
             print(f"\nviewers per core, Netra / Janus (medians): {netra / janus:.2f}x")
+    for name in names:
+        if name.startswith("netra-") and "netra" in table:
+            one = statistics.median(table["netra"]["most_viewers"])
+            many = statistics.median(table[name]["most_viewers"])
+            if one:
+                print(f"\nviewers, {name} / one process (medians): {many / one:.2f}x")
 
 
 def _missing_extras() -> list[str]:
@@ -152,7 +190,24 @@ async def _run(args: argparse.Namespace) -> int:
         load_cpu=None if args.no_pin else 1,
         native_bots=args.bots == "native",
     )
-    targets = _targets(args.against, args.fanout)
+    if args.workers <= 1:
+        return await _run_targets(args, options, _targets(args, None))
+    import tempfile
+
+    from netra.bench.redis_server import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="netra-bench-redis-") as workdir:
+        redis = RedisServer(Path(workdir))
+        await redis.start()
+        try:
+            return await _run_targets(args, options, _targets(args, redis.url))
+        finally:
+            redis.stop()
+
+
+async def _run_targets(
+    args: argparse.Namespace, options: LadderOptions, targets: list[Target]
+) -> int:
     print("encoding the clip (cached after the first run)…", flush=True)
     clip = load_clip()
     print(
@@ -162,14 +217,17 @@ async def _run(args: argparse.Namespace) -> int:
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: list[LadderResult] = []
-    repeats = args.repeats if args.against else 1
+    repeats = args.repeats if args.against or args.workers > 1 else 1
     for repeat in range(repeats):
         for target in targets:  # interleaved: this VM's speed drifts within an hour
             print(f"\n== {target.name}, run {repeat + 1} of {repeats}", flush=True)
             print(report.header(), flush=True)
             try:
                 result = await run_ladder(
-                    target, clip, options, lambda step: print(report.row(step), flush=True)
+                    target,
+                    clip,
+                    dataclasses.replace(options, server_cores=_server_cores(target, args)),
+                    lambda step: print(report.row(step), flush=True),
                 )
             except TargetUnavailable as exc:
                 print(f"netra bench: {target.name} cannot run here: {exc}", file=sys.stderr)
@@ -177,7 +235,7 @@ async def _run(args: argparse.Namespace) -> int:
             report.summary(result, sys.stdout)
             results.append(result)
     payload: dict[str, object] = {"runs": [r.to_json() for r in results]}
-    if args.against:
+    if args.against or args.workers > 1:
         comparison = _compare(results)
         payload["comparison"] = comparison
         _print_comparison(comparison)

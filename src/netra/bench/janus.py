@@ -127,6 +127,10 @@ class JanusTarget:
         assert self._process is not None
         return self._process.pid
 
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid]
+
     async def start(self, cpu: int | None) -> None:
         janus = _janus_binary()
         plugin = _module("plugins", "libjanus_videoroom.so")

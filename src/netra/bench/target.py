@@ -22,6 +22,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from netra.auth import mint
+from netra.bench.cgroup import CpuQuota
 
 READY_TIMEOUT = 20.0
 NEGOTIATION_TIMEOUT = 20.0
@@ -40,7 +41,12 @@ class Target(Protocol):
 
     @property
     def pid(self) -> int:
-        """The server's process id, for CPU and RSS from /proc."""
+        """The server's process id."""
+        ...
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes that serve (a supervisor's workers), for CPU and RSS from /proc."""
         ...
 
     async def start(self, cpu: int | None) -> None:
@@ -103,13 +109,13 @@ async def close_socket(
     await http.close()
 
 
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
     """End the process this tool started (by its own handle), politely first."""
     if process is None or process.poll() is not None:
         return
     process.terminate()
     try:
-        process.wait(timeout=5)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=5)
@@ -179,11 +185,19 @@ class NetraTarget:
         *,
         args: tuple[str, ...] = (),
         secret: str | None = None,
+        workers: int = 1,
+        cores: float | None = None,
     ) -> None:
         self.room = room
         self.fanout = fanout
         self.port = 0
         self._args = args  # more flags for `netra serve` (a cluster node's)
+        # `--workers` (then `args` must give `--redis`), and the CPU quota of each process
+        # that serves (netra.bench.cgroup), in cores.
+        self.workers = workers
+        self.cores = cores
+        self._pids: list[int] = []
+        self._quotas: list[CpuQuota] = []
         self._process: subprocess.Popen[bytes] | None = None
         # The server under test signs tokens with this; publishing and /api/rooms need one.
         # The nodes of one cluster share it.
@@ -197,21 +211,52 @@ class NetraTarget:
         assert self._process is not None
         return self._process.pid
 
+    @property
+    def pids(self) -> list[int]:
+        return self._pids or [self.pid]
+
     async def start(self, cpu: int | None) -> None:
         self.port = free_port()
         command = [
             sys.executable, "-m", "netra", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--candidate-address", "127.0.0.1", "--log-level", "WARNING",
-            "--fanout", self.fanout, *self._args,
+            "--fanout", self.fanout, "--workers", str(self.workers), *self._args,
         ]  # fmt: skip
         env = {**os.environ, "NETRA_ICE_SERVERS": "", "NETRA_AUTH_SECRET": self._secret}
         self._process = subprocess.Popen(pinned(command, cpu), env=env)
         await wait_for_port(self.port, self._process, "netra serve")
+        self._pids = await self._worker_pids() if self.workers != 1 else [self._process.pid]
+        if self.cores is not None:
+            for index, pid in enumerate(self._pids):
+                quota = CpuQuota(f"netra-bench-{index}", self.cores)
+                self._quotas.append(quota)
+                quota.add(pid)
+
+    async def _worker_pids(self, timeout: float = 30.0) -> list[int]:
+        """Each worker's PID, once every one answers (each says its node and PID)."""
+        seen: dict[str, int] = {}
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while len(seen) < self.workers:
+                if time.monotonic() > deadline:
+                    raise TargetUnavailable(f"only {len(seen)} of {self.workers} workers answer")
+                # A new connection each time: the kernel picks the worker per connection.
+                async with http.get(
+                    f"http://127.0.0.1:{self.port}/api/rooms",
+                    headers={"Authorization": f"Bearer {self._token(admin=True)}",
+                             "Connection": "close"},
+                ) as response:  # fmt: skip
+                    cluster = (await response.json())["cluster"]
+                    seen[cluster["node"]] = int(cluster["pid"])
+        return sorted(seen.values())
 
     async def stop(self) -> None:
-        stop_process(self._process)
+        stop_process(self._process, timeout=10.0)  # a supervisor waits on its workers
         self._process = None
+        for quota in self._quotas:
+            quota.close()
+        self._quotas, self._pids = [], []
 
     async def diagnostics(self) -> dict[str, object]:
         async with aiohttp.ClientSession() as http:

@@ -74,6 +74,9 @@ class Directory(Protocol):
     async def origins(self, rooms: Iterable[str]) -> dict[str, Origin]:
         """The origins of those rooms that have one."""
 
+    async def node_url(self, node_id: str) -> str | None:
+        """Where a live node of the cluster is reached (its relay URL); None if it is gone."""
+
     def snapshot(self) -> dict[str, object]: ...
 
 
@@ -111,6 +114,9 @@ class LocalDirectory:
 
     async def origins(self, rooms: Iterable[str]) -> dict[str, Origin]:
         return {room: self._held[room] for room in rooms if room in self._held}
+
+    async def node_url(self, node_id: str) -> str | None:
+        return self.node.relay_url if node_id == self.node.id else None
 
     def snapshot(self) -> dict[str, object]:
         return {"kind": "local", "node": self.node.id, "origin_of": sorted(self._held)}

@@ -182,6 +182,13 @@ class RedisDirectory:
             raise unavailable(str(exc) or type(exc).__name__) from None
         return {room: Origin.decode(v) for room, v in zip(wanted, values, strict=True) if v}
 
+    async def node_url(self, node_id: str) -> str | None:
+        try:
+            value = await self._call(self._redis.get(f"{PREFIX}node:{node_id}"))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise unavailable(str(exc) or type(exc).__name__) from None
+        return None if value is None else str(json.loads(value)["relay"])
+
     async def tick(self) -> None:
         listener = self._listener
         held = list(self._held)

@@ -97,7 +97,7 @@ async def open_session(
     except BaseException:
         await agent.close("refused")
         raise
-    resource = Resource(kind, room, agent, offer)
+    resource = Resource(kind, room, agent, offer, node=resources.node)
     ears.resource = resource
     resources.add(resource)
     agent.log.info("%s session %s", kind.upper(), resource.path)

@@ -1,7 +1,10 @@
 """Resource: one WHIP or WHEP session, addressed by an unguessable URL, and what every such
 session answers the same way: PATCH (trickle), DELETE, GET, OPTIONS (RFC 9725 §4.3).
 
-The session URL is the capability: 192 random bits, so PATCH and DELETE need no token.
+The session URL is the capability: 192 random bits, so PATCH and DELETE need no token. On a
+node of a cluster the id also names the node (`<random>~<node>`), so that a request reaching
+another node (behind a balancer, or another worker on the same port) is forwarded to it
+(netra.http.forward).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from aiohttp import web
 
 from netra.agents.agent import Agent
 from netra.errors import NotFound, ProtocolError, UserError
+from netra.http.forward import NODE_SEPARATOR, forwarded
 from netra.http.sdpfrag import parse_fragment, session_ufrag, transport_mids
 from netra.limits import RateLimit, check_capacity
 from netra.services import SERVICES
@@ -32,8 +36,10 @@ MAX_ENDED = 10_000
 
 
 class Resource:
-    def __init__(self, kind: str, room_id: str, agent: Agent, offer: str) -> None:
-        self.id = secrets.token_urlsafe(24)
+    def __init__(
+        self, kind: str, room_id: str, agent: Agent, offer: str, node: str | None = None
+    ) -> None:
+        self.id = secrets.token_urlsafe(24) + (f"{NODE_SEPARATOR}{node}" if node else "")
         self.kind = kind
         self.room_id = room_id
         self.path = f"/{kind}/{room_id}/{self.id}"
@@ -75,8 +81,11 @@ class Resources:
     """Every live WHIP and WHEP session, by id, and what the HTTP doors may take: requests a
     second (`throttle`) and open sessions (`check_capacity`)."""
 
-    def __init__(self, *, max_sessions: int, rate_limit: RateLimit) -> None:
+    def __init__(
+        self, *, max_sessions: int, rate_limit: RateLimit, node: str | None = None
+    ) -> None:
         self.max_sessions = max_sessions
+        self.node = node  # a cluster node's name, which its sessions' ids carry
         self._rate_limit = rate_limit
         self._by_id: dict[str, Resource] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -211,9 +220,9 @@ def session_routes(kind: str, on_delete: str) -> list[web.RouteDef]:
         return web.Response(status=200, headers={"Accept-Patch": SDPFRAG})
 
     return [
-        web.patch(path, patch),
-        web.delete(path, delete),
-        web.get(path, get, allow_head=False),
+        web.patch(path, forwarded(patch)),
+        web.delete(path, forwarded(delete)),
+        web.get(path, forwarded(get), allow_head=False),
         web.options(path, options),
     ]
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from netra.agents.viewer import ViewerAgent
 from netra.errors import ProtocolError
 from netra.http.endpoint import SessionEars, endpoint_routes, open_session
+from netra.http.forward import forwarded
 from netra.http.resource import RESOURCES, find_session, session_routes
 
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
@@ -115,7 +116,7 @@ async def events_options(request: web.Request) -> web.Response:
 routes = [
     *endpoint_routes("whep", post),
     *session_routes("whep", on_delete="viewer-left"),
-    web.post("/whep/{room}/{id}/events", subscribe_events),
-    web.get("/whep/{room}/{id}/events", events, allow_head=False),
+    web.post("/whep/{room}/{id}/events", forwarded(subscribe_events)),
+    web.get("/whep/{room}/{id}/events", forwarded(events), allow_head=False),
     web.options("/whep/{room}/{id}/events", events_options),
 ]
