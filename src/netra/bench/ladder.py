@@ -63,6 +63,9 @@ class Step:
     impaired_loss: float | None
     server: dict[str, object] = field(default_factory=dict)  # Target.diagnostics() at the end
     load_lag_ms: dict[str, float | None] = field(default_factory=dict)  # this process's loop
+    # The calibration loop, timed after this step's window: the VM's speed drifts (2-3x over
+    # an hour here), and a ladder whose speed changed mid-way measured two machines.
+    calibration_ms: float = 0.0
     passed: bool = False
     why: str = ""
 
@@ -94,6 +97,13 @@ class LadderResult:
         return statistics.linear_regression([a for a, _ in pairs], [b for _, b in pairs]).slope
 
     @property
+    def drift(self) -> float | None:
+        """How much slower (>1) or faster the machine was at the last step than at the start."""
+        if not self.steps or not self.calibration_ms or not self.steps[-1].calibration_ms:
+            return None
+        return self.steps[-1].calibration_ms / self.calibration_ms
+
+    @property
     def marginal_us(self) -> float | None:
         """Slope of server CPU against packet-viewers per second over the passing steps."""
         pps = self.clip["packets_per_second"]
@@ -116,6 +126,7 @@ class LadderResult:
             "marginal_us_per_packet_viewer": _round(self.marginal_us, 2),
             "rss_per_viewer_mb": _round(self.rss_per_viewer_mb, 3),
             "max_keyframe_requests_per_second": self.max_keyframe_requests_per_second,
+            "drift": _round(self.drift, 2),
         }
 
 
@@ -345,6 +356,7 @@ async def run_ladder(
             with contextlib.suppress(Exception):
                 step.server = await target.diagnostics()
             step.load_lag_ms = load_lag.snapshot()
+            step.calibration_ms = round(procstat.calibration_ms(), 1)
             step.why = _verdict(step, options.server_cores)
             step.passed = not step.why
             result.steps.append(step)

@@ -51,6 +51,10 @@ class RedisServer:
         finally:
             writer.close()
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def stop(self) -> None:
         """Kill the server (by its PID) and wait for it to exit."""
         if self._process is not None and self._process.poll() is None:

@@ -12,7 +12,7 @@ _COLUMNS = (
     ("viewers", 7), ("cpu", 6), ("rss MB", 7), ("loss", 7), ("worst", 7), ("Mb/s/v", 7),
     ("µs/pkt-v", 8), ("conn p50/95", 12), ("key p50/95", 12), ("k-c p50/95", 11),
     ("lat p50/99", 11), ("PLI", 4), ("load", 5), ("impaired", 8), ("srv lag", 9),
-    ("load lag", 9), ("",  0),
+    ("load lag", 9), ("calib", 6), ("",  0),
 )  # fmt: skip
 
 
@@ -52,6 +52,7 @@ def row(step: Step) -> str:
         "-" if step.impaired_loss is None else f"{step.impaired_loss:.1%}",
         _loop_lag(step.server.get("loop_lag")),
         _loop_lag(step.load_lag_ms),
+        f"{step.calibration_ms:.0f}",
         "ok" if step.passed else f"STOP: {step.why}",
     )
     return " ".join(c.rjust(w) for c, (_, w) in zip(cells, _COLUMNS, strict=True)).rstrip()
@@ -65,7 +66,8 @@ def summary(result: LadderResult, out: TextIO) -> None:
         f"marginal {'-' if marginal is None else f'{marginal:.2f}'} µs per packet-viewer; "
         f"{'-' if rss is None else f'{rss:.3f}'} MB RSS per viewer; "
         f"at most {result.max_keyframe_requests_per_second} keyframe requests in any second; "
-        f"calibration {result.calibration_ms:.0f} ms",
+        f"calibration {result.calibration_ms:.0f} ms"
+        + ("" if result.drift is None else f", {result.drift:.2f}x that at the end"),
         file=out,
     )
 
