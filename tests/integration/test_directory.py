@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,14 @@ from netra.bench.redis_server import RedisServer
 from netra.cluster import redis_directory
 from netra.cluster.directory import Node
 from netra.cluster.redis_directory import RedisDirectory
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 2.0) -> None:
+    """Wait for `check()` to hold, asking every 20 ms; fail naming `what` after `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -115,28 +123,36 @@ async def test_a_dead_nodes_claim_expires_and_another_node_takes_the_room(
     await a.claim("show")
     assert a._ticker is not None
     a._ticker.cancel()  # the node stops renewing, as a killed process does
-    deadline = asyncio.get_running_loop().time() + 3.0
-    while (origin := await b.claim("show")).node.id != "b":
-        assert asyncio.get_running_loop().time() < deadline, "the dead node's claim never expired"
-        await asyncio.sleep(0.05)
-    assert origin.epoch == 2
+    async def b_is_origin() -> bool:
+        return (await b.claim("show")).node.id == "b"
+
+    await until("the dead node's claim to expire", b_is_origin, timeout=3.0)
+    assert (await b.claim("show")).epoch == 2
+
+
+async def a_holds_the_room(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RedisDirectory, RedisDirectory]:
+    """Nodes a and b ticking every 0.2 s, a the origin of "show"."""
+    monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.2)
+    a, b = await nodes.node("a"), await nodes.node("b")
+    await a.claim("show")
+    return a, b
 
 
 async def test_after_a_redis_restart_each_node_reasserts_its_claims_within_a_tick(
     redis: RedisServer, nodes: Nodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.2)
-    a, b = await nodes.node("a"), await nodes.node("b")
-    await a.claim("show")
+    a, b = await a_holds_the_room(nodes, monkeypatch)
     redis.stop()
     with pytest.raises(Exception) as refused:
         await b.claim("show")
     assert getattr(refused.value, "code", None) == "directory-unavailable"
     await redis.start()  # empty: nothing was persisted
-    deadline = asyncio.get_running_loop().time() + 2.0
-    while "show" not in await b.origins(["show"]):
-        assert asyncio.get_running_loop().time() < deadline, "the claim was not re-asserted"
-        await asyncio.sleep(0.05)
+    async def claimed() -> bool:
+        return "show" in await b.origins(["show"])
+
+    await until("the claim to be re-asserted", claimed)
     assert (await b.claim("show")).node.id == "a"
     assert nodes.lost["a"] == []
 
@@ -144,18 +160,16 @@ async def test_after_a_redis_restart_each_node_reasserts_its_claims_within_a_tic
 async def test_a_node_that_finds_its_room_taken_after_an_outage_is_told_it_lost_it(
     redis: RedisServer, nodes: Nodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.2)
-    a, b = await nodes.node("a"), await nodes.node("b")
-    await a.claim("show")
+    a, b = await a_holds_the_room(nodes, monkeypatch)
     redis.stop()
     await redis.start()
     # b gets in before a's next tick: b's streamer is the one Redis knows.
     if (await b.claim("show")).node.id != "b":
         pytest.fail("a re-asserted before b could claim; the tick is too fast for this test")
-    deadline = asyncio.get_running_loop().time() + 2.0
-    while nodes.lost["a"] != ["show"]:
-        assert asyncio.get_running_loop().time() < deadline, f"a was told {nodes.lost['a']}"
-        await asyncio.sleep(0.05)
+    async def told() -> bool:
+        return nodes.lost["a"] == ["show"]
+
+    await until("a to be told it lost the room", told)
 
 
 async def test_at_rest_a_node_makes_one_redis_operation_per_second(nodes: Nodes) -> None:
@@ -178,16 +192,16 @@ async def test_each_node_hears_the_other_nodes_viewers_of_its_rooms_and_not_a_de
     nodes.ears["b"].viewers = {"show": 3}
     nodes.ears["c"].viewers = {"show": 2, "other": 1}
 
-    async def until(what: str, check: object) -> None:
-        deadline = asyncio.get_running_loop().time() + 2.0
-        while not check():  # type: ignore[operator]
-            assert asyncio.get_running_loop().time() < deadline, f"{what}: {nodes.ears}"
-            await asyncio.sleep(0.02)
+    def hears(name: str, count: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return nodes.ears[name].remote == {"show": count}
 
-    await until("a hears 5", lambda: nodes.ears["a"].remote == {"show": 5})
-    await until("b hears 2", lambda: nodes.ears["b"].remote == {"show": 2})
+        return check
+
+    await until("a to hear 5", hears("a", 5))
+    await until("b to hear 2", hears("b", 2))
     assert c._ticker is not None
     c._ticker.cancel()  # c dies: its counts go stale
-    await until("a hears only b's", lambda: nodes.ears["a"].remote == {"show": 3})
+    await until("a to hear only b's", hears("a", 3))
     nodes.ears["b"].viewers = {}  # b's room closed: its count goes at its next tick
-    await until("a hears none", lambda: nodes.ears["a"].remote == {"show": 0})
+    await until("a to hear none", hears("a", 0))

@@ -121,60 +121,71 @@ async def connect_on(workers: Workers, node: str) -> Signaling:
     raise AssertionError(f"no connection reached {node} in {ATTEMPTS} tries")
 
 
-async def test_a_stream_published_to_one_worker_plays_to_viewers_of_both(
-    workers: Workers,
-) -> None:
-    clients: list[Publisher | Viewer] = []
-    try:
-        publisher = Publisher(await Signaling.connect(workers.url), "show")
-        clients.append(publisher)
-        origin = (await publisher.join())["node"]
+class Stream:
+    """A stream published to one worker (the origin); the other worker is the edge."""
+
+    def __init__(self, workers: Workers) -> None:
+        self.workers = workers
+        self.clients: list[Publisher | Viewer] = []
+        self.origin = self.edge = ""
+
+    async def publish(self) -> None:
+        publisher = Publisher(await Signaling.connect(self.workers.url), "show")
+        self.clients.append(publisher)
+        self.origin = (await publisher.join())["node"]
         await publisher.publish()
         await publisher.wait_connected()
-        edge = ({"test-0", "test-1"} - {origin}).pop()
-        for node in (origin, edge):
-            viewer = Viewer(await connect_on(workers, node), "show")
-            clients.append(viewer)
-            reception = await viewer.watch(video=10, audio=10)
-            assert {(f.width, f.height) for f in reception.video} == {(320, 240)}, node
-    finally:
-        for client in reversed(clients):
+        self.edge = ({"test-0", "test-1"} - {self.origin}).pop()
+
+    async def viewer_on(self, node: str) -> Viewer:
+        viewer = Viewer(await connect_on(self.workers, node), "show")
+        self.clients.append(viewer)
+        return viewer
+
+    async def close(self) -> None:
+        for client in reversed(self.clients):
             await client.close()
+
+
+@pytest.fixture
+async def stream(workers: Workers) -> AsyncIterator[Stream]:
+    made = Stream(workers)
+    try:
+        await made.publish()
+        yield made
+    finally:
+        await made.close()
+
+
+async def test_a_stream_published_to_one_worker_plays_to_viewers_of_both(stream: Stream) -> None:
+    for node in (stream.origin, stream.edge):
+        viewer = await stream.viewer_on(node)
+        reception = await viewer.watch(video=10, audio=10)
+        assert {(f.width, f.height) for f in reception.video} == {(320, 240)}, node
 
 
 async def test_a_killed_worker_is_started_again_and_its_viewers_play_again_on_rejoining(
-    workers: Workers,
+    workers: Workers, stream: Stream
 ) -> None:
-    clients: list[Publisher | Viewer] = []
-    try:
-        publisher = Publisher(await Signaling.connect(workers.url), "show")
-        clients.append(publisher)
-        origin = (await publisher.join())["node"]
-        await publisher.publish()
-        await publisher.wait_connected()
-        edge = ({"test-0", "test-1"} - {origin}).pop()
-        viewer = Viewer(await connect_on(workers, edge), "show")
-        clients.append(viewer)
-        await viewer.watch(video=5, audio=5)
-        # kill -9 the edge worker: the one whose node name is not the publisher's.
-        edge_pid = workers.node_pids[edge]
-        assert edge_pid in workers.children()
-        os.kill(edge_pid, signal.SIGKILL)
-        await viewer.signaling.wait_closed(timeout=5)
-        await viewer.signaling.close(leave=False)
-        # The viewer comes back on a new connection (as the pages do) and plays within 5 s.
-        started = asyncio.get_running_loop().time()
-        viewer.signaling = await Signaling.connect(workers.url)
-        await viewer.join()
-        await viewer.watch(video=5, audio=5, timeout=5)
-        assert asyncio.get_running_loop().time() - started < 5.0
-        # The supervisor starts the killed worker again.
-        await workers.wait_nodes({"test-0", "test-1"})
-        assert workers.node_pids[edge] != edge_pid
-        assert edge_pid not in workers.children()
-    finally:
-        for client in reversed(clients):
-            await client.close()
+    edge = stream.edge
+    viewer = await stream.viewer_on(edge)
+    await viewer.watch(video=5, audio=5)
+    # kill -9 the edge worker: the one whose node name is not the publisher's.
+    edge_pid = workers.node_pids[edge]
+    assert edge_pid in workers.children()
+    os.kill(edge_pid, signal.SIGKILL)
+    await viewer.signaling.wait_closed(timeout=5)
+    await viewer.signaling.close(leave=False)
+    # The viewer comes back on a new connection (as the pages do) and plays within 5 s.
+    started = asyncio.get_running_loop().time()
+    viewer.signaling = await Signaling.connect(workers.url)
+    await viewer.join()
+    await viewer.watch(video=5, audio=5, timeout=5)
+    assert asyncio.get_running_loop().time() - started < 5.0
+    # The supervisor starts the killed worker again.
+    await workers.wait_nodes({"test-0", "test-1"})
+    assert workers.node_pids[edge] != edge_pid
+    assert edge_pid not in workers.children()
 
 
 async def test_sigterm_stops_the_supervisor_and_every_worker(workers: Workers) -> None:
@@ -197,26 +208,14 @@ def running(pid: int) -> bool:
 
 
 async def test_when_the_origin_worker_is_killed_the_other_workers_viewers_are_told_in_2_s(
-    workers: Workers,
+    workers: Workers, stream: Stream
 ) -> None:
-    clients: list[Publisher | Viewer] = []
-    try:
-        publisher = Publisher(await Signaling.connect(workers.url), "show")
-        clients.append(publisher)
-        origin = (await publisher.join())["node"]
-        await publisher.publish()
-        await publisher.wait_connected()
-        edge = ({"test-0", "test-1"} - {origin}).pop()
-        viewer = Viewer(await connect_on(workers, edge), "show")
-        clients.append(viewer)
-        await viewer.watch(video=5, audio=5)
-        os.kill(workers.node_pids[origin], signal.SIGKILL)
-        killed = asyncio.get_running_loop().time()
-        stalled = await viewer.signaling.next_message("stream-stalled", timeout=3)
-        assert stalled["reason"] == "no-media", stalled
-        assert asyncio.get_running_loop().time() - killed < 2.0
-        # Once the dead origin's claim expires (5 s), the edge ends the stream.
-        await viewer.signaling.next_message("stream-ended", timeout=8)
-    finally:
-        for client in reversed(clients):
-            await client.close()
+    viewer = await stream.viewer_on(stream.edge)
+    await viewer.watch(video=5, audio=5)
+    os.kill(workers.node_pids[stream.origin], signal.SIGKILL)
+    killed = asyncio.get_running_loop().time()
+    stalled = await viewer.signaling.next_message("stream-stalled", timeout=3)
+    assert stalled["reason"] == "no-media", stalled
+    assert asyncio.get_running_loop().time() - killed < 2.0
+    # Once the dead origin's claim expires (5 s), the edge ends the stream.
+    await viewer.signaling.next_message("stream-ended", timeout=8)

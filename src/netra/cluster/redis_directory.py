@@ -126,6 +126,7 @@ class RedisDirectory:
         self._ticker: asyncio.Task[None] | None = None
         self._listener: DirectoryListener | None = None
         self._reported: set[str] = set()  # rooms whose viewers this node wrote last tick
+        self._closing = False
         self.reachable = False
         self.operations = 0  # calls made to Redis, for the metrics and the load figures
 
@@ -138,9 +139,12 @@ class RedisDirectory:
         self._ticker = asyncio.create_task(self._tick_forever(), name="directory-tick")
 
     async def close(self) -> None:
+        self._closing = True
         if self._ticker is not None:
             self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+            # Python 3.11's wait_for can swallow a cancellation that lands as its call ends;
+            # the flag stops the loop then, after at most one more tick.
+            await asyncio.wait({self._ticker}, timeout=TICK_SECONDS + 2 * TIMEOUT_SECONDS)
         for room in list(self._held):
             try:
                 await self.release(room)
@@ -225,7 +229,7 @@ class RedisDirectory:
                 listener.lost(room)
 
     async def _tick_forever(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 await self.tick()

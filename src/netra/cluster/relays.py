@@ -64,15 +64,20 @@ class Relays:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._http = aiohttp.ClientSession()
         self._loop = asyncio.create_task(self._run(), name="relays")
 
     async def close(self) -> None:
+        self._closing = True
         if self._loop is not None:
             self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
+            # Python 3.11's wait_for can swallow a cancellation that lands as it returns:
+            # the flag ends the loop then.
+            self._wake.set()
+            await asyncio.wait({self._loop}, timeout=2 * TICK_SECONDS)
         pulls, self._pulls = list(self._pulls.values()), {}
         await asyncio.gather(*(agent.close("server-shutdown") for agent in pulls))
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -103,12 +108,14 @@ class Relays:
     # --- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._closing:
+                return
             try:
                 await self._look()
             except NetraError as exc:  # the directory is away: pulls carry on as they are
