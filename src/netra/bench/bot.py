@@ -335,8 +335,11 @@ class ViewerBot:
     async def close(self) -> None:
         if self.counter is not None:
             self.counter.release(self)
-        if self._send is not None:
-            self._send.close()
+        # Let go first: a report sent while the peer connection closes would open a new
+        # route (a duplicated socket) that nothing closes.
+        send, self._send = self._send, None
+        if send is not None:
+            send.close()
         if self._session is not None:
             await self._session.close()
         await self.pc.close()
