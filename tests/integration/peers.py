@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
@@ -55,6 +55,24 @@ def token(room: str = "*", **grants: bool) -> str:
 
 class WaitTimeout(AssertionError):
     """A bounded wait ran out; the message says what was awaited and what was seen."""
+
+
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 5.0
+) -> None:
+    """For server state that has no event to wait on (a room in this process, a key in
+    Redis): ask every 20 ms until `condition()` holds; fail naming `what` after `timeout` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        held = condition()
+        if not isinstance(held, bool):
+            held = await held
+        if held:
+            return
+        if loop.time() > deadline:
+            raise WaitTimeout(f"not within {timeout:g} s: {what}")
+        await asyncio.sleep(0.02)
 
 
 class Changes:

@@ -6,7 +6,6 @@ node name, sharing a real redis-server; their viewers and streamers are real aio
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from netra.config import Config
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
-from .peers import TEST_SECRET, token
+from .peers import TEST_SECRET, token, wait_for
 from .whip_clients import WhipPublisher, request
 
 
@@ -76,13 +75,6 @@ async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
         for runner in reversed(runners):
             await runner.cleanup()
         redis.stop()
-
-
-async def wait_for(what: str, check: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_stream_published_on_one_node_plays_to_a_viewer_of_another(
@@ -149,7 +141,7 @@ async def test_a_pull_ends_once_its_last_viewer_has_been_gone_for_the_linger(
     await viewer.join()
     await viewer.watch(video=5, audio=5)
     await viewer.close()
-    await wait_for("the origin to lose its relay", lambda: not origin.room("show").viewers)
+    await wait_for(lambda: not origin.room("show").viewers, "the origin to lose its relay")
     assert edge.room("show") is None
 
 
@@ -192,7 +184,7 @@ async def test_a_whip_sessions_trickle_and_delete_reach_its_node_from_any_node(
             assert (await request(http, "GET", elsewhere)).status == 204
             assert (await request(http, "DELETE", elsewhere)).status == 200
             publisher.deleted = True
-            await wait_for("the origin to close the session", lambda: origin.room("show") is None)
+            await wait_for(lambda: origin.room("show") is None, "the origin to close the session")
             gone = await request(http, "GET", edge.server.url + "/whip/show/x~nowhere")
             assert gone.status == 404, gone.describe()
         finally:

@@ -13,13 +13,7 @@ from netra.cluster import redis_directory
 from netra.cluster.directory import Node
 from netra.cluster.redis_directory import RedisDirectory
 
-
-async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 2.0) -> None:
-    """Wait for `check()` to hold, asking every 20 ms; fail naming `what` after `timeout` s."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
-        await asyncio.sleep(0.02)
+from .peers import wait_for
 
 
 @pytest.fixture
@@ -111,7 +105,9 @@ async def test_a_claim_outlives_its_ttl_while_its_node_ticks(
     monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.1)
     a, b = await nodes.node("a"), await nodes.node("b")
     await a.claim("show")
-    await asyncio.sleep(0.9)  # three TTLs: only the renewals keep it
+    ticked = a.ticks
+    # Nine renewals, 0.9 s: three TTLs, which only the renewals can have kept it through.
+    await wait_for(lambda: a.ticks >= ticked + 9, "nine ticks of a's", timeout=5.0)
     assert (await b.claim("show")).node.id == "a"
 
 
@@ -126,7 +122,7 @@ async def test_a_dead_nodes_claim_expires_and_another_node_takes_the_room(
     async def b_is_origin() -> bool:
         return (await b.claim("show")).node.id == "b"
 
-    await until("the dead node's claim to expire", b_is_origin, timeout=3.0)
+    await wait_for(b_is_origin, "the dead node's claim to expire", timeout=3.0)
     assert (await b.claim("show")).epoch == 2
 
 
@@ -152,7 +148,7 @@ async def test_after_a_redis_restart_each_node_reasserts_its_claims_within_a_tic
     async def claimed() -> bool:
         return "show" in await b.origins(["show"])
 
-    await until("the claim to be re-asserted", claimed)
+    await wait_for(claimed, "the claim to be re-asserted", timeout=2.0)
     assert (await b.claim("show")).node.id == "a"
     assert nodes.lost["a"] == []
 
@@ -169,15 +165,18 @@ async def test_a_node_that_finds_its_room_taken_after_an_outage_is_told_it_lost_
     async def told() -> bool:
         return nodes.lost["a"] == ["show"]
 
-    await until("a to be told it lost the room", told)
+    await wait_for(told, "a to be told it lost the room", timeout=2.0)
 
 
 async def test_at_rest_a_node_makes_one_redis_operation_per_second(nodes: Nodes) -> None:
     a = await nodes.node("a")
     await a.claim("show")
-    before = a.operations
-    await asyncio.sleep(3.05)
-    assert a.operations - before == 3
+    operations, ticked = a.operations, a.ticks
+    start = asyncio.get_running_loop().time()
+    await wait_for(lambda: a.ticks == ticked + 3, "three ticks", timeout=5.0)
+    elapsed = asyncio.get_running_loop().time() - start
+    assert a.operations - operations == 3  # one operation a tick, nothing else at rest
+    assert 2.0 <= elapsed < 3.5, elapsed  # and a tick a second
 
 
 async def test_each_node_hears_the_other_nodes_viewers_of_its_rooms_and_not_a_dead_nodes(
@@ -198,10 +197,10 @@ async def test_each_node_hears_the_other_nodes_viewers_of_its_rooms_and_not_a_de
 
         return check
 
-    await until("a to hear 5", hears("a", 5))
-    await until("b to hear 2", hears("b", 2))
+    await wait_for(hears("a", 5), "a to hear 5", timeout=2.0)
+    await wait_for(hears("b", 2), "b to hear 2", timeout=2.0)
     assert c._ticker is not None
     c._ticker.cancel()  # c dies: its counts go stale
-    await until("a to hear only b's", hears("a", 3))
+    await wait_for(hears("a", 3), "a to hear only b's", timeout=2.0)
     nodes.ears["b"].viewers = {}  # b's room closed: its count goes at its next tick
-    await until("a to hear none", hears("a", 0))
+    await wait_for(hears("a", 0), "a to hear none", timeout=2.0)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import aiohttp
 
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
-from .peers import token
+from .peers import token, wait_for
 from .test_playback import assert_colour_near
 
 BLUE = (30, 90, 200)
@@ -67,14 +64,6 @@ async def test_a_viewer_who_leaves_or_drops_has_its_server_state_freed(
     await wait_for(lambda: subscriptions() == [0, 0], "the dropped viewer's subscriptions")
     assert room.viewers == {}
     assert room.live  # the stream itself goes on
-
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_the_rooms_api_shows_what_is_live_where(server: Server, peers: Peers) -> None:

@@ -191,20 +191,26 @@ async def test_a_killed_worker_is_started_again_and_its_viewers_play_again_on_re
 async def test_sigterm_stops_the_supervisor_and_every_worker(workers: Workers) -> None:
     workers_pids = set(workers.node_pids.values())
     helpers = set(workers.children()) - workers_pids  # multiprocessing's resource tracker
+    exits = {pid: exited(pid) for pid in workers_pids | helpers}
     assert workers.stop() == 0, workers.log()
-    assert not [pid for pid in workers_pids if running(pid)], "a worker outlived the supervisor"
-    deadline = asyncio.get_running_loop().time() + 2.0
-    while left := [pid for pid in helpers if running(pid)]:
-        assert asyncio.get_running_loop().time() < deadline, f"{left} outlived the supervisor"
-        await asyncio.sleep(0.05)
+    for pid, exit in exits.items():
+        await asyncio.wait_for(exit, 2.0 if pid in helpers else 0.1)
 
 
-def running(pid: int) -> bool:
+async def exited(pid: int) -> None:
+    """Returns when `pid` exits (its pidfd turns readable); at once if it is gone already."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in status
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 async def test_when_the_origin_worker_is_killed_the_other_workers_viewers_are_told_in_2_s(

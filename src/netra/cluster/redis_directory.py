@@ -129,6 +129,7 @@ class RedisDirectory:
         self._closing = False
         self.reachable = False
         self.operations = 0  # calls made to Redis, for the metrics and the load figures
+        self.ticks = 0  # ticks that reached Redis
 
     async def start(self, listener: DirectoryListener) -> None:
         self._listener = listener
@@ -217,6 +218,7 @@ class RedisDirectory:
         if not self.reachable:
             logger.info("redis at %s reachable; node %s registered", self.url, self.node.id)
         self.reachable = True
+        self.ticks += 1
         self._reported = {room for room in counted if audiences[room] > 0}
         if listener is None:
             return
@@ -244,4 +246,5 @@ class RedisDirectory:
 
     def snapshot(self) -> dict[str, object]:
         return {"kind": "redis", "node": self.node.id, "reachable": self.reachable,
-                "origin_of": sorted(self._held), "operations": self.operations}  # fmt: skip
+                "origin_of": sorted(self._held), "operations": self.operations,
+                "ticks": self.ticks}  # fmt: skip
