@@ -15,13 +15,12 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from netra.bench.redis_server import RedisServer
-from netra.bench.target import free_port
+from netra.bench.target import cluster_nodes, free_port
 
-from .peers import TEST_SECRET, Publisher, Signaling, Viewer
+from .peers import TEST_SECRET, Publisher, Signaling, Viewer, token
 
 START_SECONDS = 20.0
 ATTEMPTS = 24  # connections tried to reach each worker: all on one has odds 2^-23
@@ -55,22 +54,10 @@ class Workers:
         return [int(pid) for pid in path.read_text().split()]
 
     async def wait_nodes(self, nodes: set[str]) -> None:
-        """Until both workers answer, each registered in the cluster."""
-        deadline = asyncio.get_running_loop().time() + START_SECONDS
-        seen: set[str] = set()
-        while seen != nodes:
-            assert self.process is not None and self.process.poll() is None, self.log()
-            assert asyncio.get_running_loop().time() < deadline, f"only {seen}:\n{self.log()}"
-            try:
-                async with aiohttp.ClientSession() as http:
-                    async with http.get(f"{self.url}/api/rooms", headers=_admin()) as reply:
-                        cluster = (await reply.json())["cluster"]
-                        if cluster["reachable"]:
-                            seen.add(cluster["node"])
-                            self.node_pids[cluster["node"]] = cluster["pid"]
-            except aiohttp.ClientError:
-                pass  # not listening yet
-            await asyncio.sleep(0.05)
+        """Until every worker answers, each registered in the cluster."""
+        assert self.process is not None and self.process.poll() is None, self.log()
+        self.node_pids = await cluster_nodes(self.url, token(admin=True), len(nodes), START_SECONDS)
+        assert set(self.node_pids) == nodes, self.log()
 
     def log(self) -> str:
         return self._log_path.read_text()[-3000:]
@@ -88,12 +75,6 @@ class Workers:
             self.process.kill()
             self.process.wait()
             raise
-
-
-def _admin() -> dict[str, str]:
-    from .peers import token
-
-    return {"Authorization": f"Bearer {token(admin=True)}"}
 
 
 @pytest.fixture

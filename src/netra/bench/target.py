@@ -121,6 +121,29 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 5.0) 
         process.wait(timeout=5)
 
 
+async def cluster_nodes(
+    base_url: str, admin_token: str, count: int, timeout: float = 30.0
+) -> dict[str, int]:
+    """Each node's PID (`/api/rooms` says both), once `count` nodes answer on `base_url`:
+    the workers of `netra serve --workers`, among which the kernel picks per connection."""
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {admin_token}", "Connection": "close"}
+    async with aiohttp.ClientSession() as http:
+        while len(seen) < count:
+            if time.monotonic() > deadline:
+                raise TargetUnavailable(f"only {sorted(seen)} of {count} nodes answer")
+            try:
+                async with http.get(f"{base_url}/api/rooms", headers=headers) as response:
+                    cluster = (await response.json())["cluster"]
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)  # not listening yet: nothing to wait on but time
+                continue
+            if cluster.get("reachable", True):  # registered in the cluster's directory
+                seen[cluster["node"]] = int(cluster["pid"])
+    return seen
+
+
 class NetraSession:
     """One signaling WebSocket, read all along: aiohttp answers the server's heartbeat pings
     only while someone reads."""
@@ -233,23 +256,11 @@ class NetraTarget:
                 self._quotas.append(quota)
                 quota.add(pid)
 
-    async def _worker_pids(self, timeout: float = 30.0) -> list[int]:
-        """Each worker's PID, once every one answers (each says its node and PID)."""
-        seen: dict[str, int] = {}
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while len(seen) < self.workers:
-                if time.monotonic() > deadline:
-                    raise TargetUnavailable(f"only {len(seen)} of {self.workers} workers answer")
-                # A new connection each time: the kernel picks the worker per connection.
-                async with http.get(
-                    f"http://127.0.0.1:{self.port}/api/rooms",
-                    headers={"Authorization": f"Bearer {self._token(admin=True)}",
-                             "Connection": "close"},
-                ) as response:  # fmt: skip
-                    cluster = (await response.json())["cluster"]
-                    seen[cluster["node"]] = int(cluster["pid"])
-        return sorted(seen.values())
+    async def _worker_pids(self) -> list[int]:
+        nodes = await cluster_nodes(
+            f"http://127.0.0.1:{self.port}", self._token(admin=True), self.workers
+        )
+        return sorted(nodes.values())
 
     async def stop(self) -> None:
         stop_process(self._process, timeout=10.0)  # a supervisor waits on its workers
