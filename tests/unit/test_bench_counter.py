@@ -8,6 +8,7 @@ packets, the sequence gaps to NACK, and, for video, the latency against the send
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -132,9 +133,13 @@ async def test_video_latency_is_measured_against_the_publishers_send_log(rig: Ri
         bot.streams[ssrc] = Inbound(ssrc, 999, video=True)
         assert rig.counter.adopt(bot, rig.protocol, bot.streams)
         # The server numbers the viewer's stream 3000 ahead of the publisher's and adds 20
-        # bytes (tag, extensions): the bot finds its place by the sizes of 32 in a row.
+        # bytes (tag, extensions): the bot finds its place by the sizes of 32 in a row. Sizes
+        # as irregular as a real encoder's: an arithmetic pattern (200 + 37u mod 900) repeats
+        # shifted by one byte every 73 packets, which the search may lock onto when the
+        # counter's thread runs behind the sender.
+        sizes = random.Random(7)
         for upstream in range(1000, 1100):
-            size = 200 + (upstream * 37) % 900
+            size = sizes.randrange(200, 1100)
             rig.log.put(upstream, size, time.perf_counter())
             rig.send(rtp(upstream + 3000, ssrc, VIDEO_PT, size + 20))
         stream = bot.streams[ssrc]
