@@ -51,20 +51,31 @@ def abs_send_time(now: float) -> int:
 class PacketHistory:
     """The last HISTORY_SIZE serialized packets of one group, by upstream sequence number."""
 
-    __slots__ = ("_seqs", "_packets")
+    __slots__ = ("_seqs", "_packets", "_newest")
 
     def __init__(self) -> None:
         self._seqs = [-1] * HISTORY_SIZE
         self._packets: list[bytes] = [b""] * HISTORY_SIZE
+        self._newest = -1
 
     def put(self, seq: int, packet: bytes) -> None:
         slot = seq % HISTORY_SIZE
         self._seqs[slot] = seq
         self._packets[slot] = packet
+        if self._newest < 0 or 0 < ((seq - self._newest) & SEQ_MASK) < 0x8000:
+            self._newest = seq
 
     def get(self, seq: int) -> bytes | None:
         slot = seq % HISTORY_SIZE
         return self._packets[slot] if self._seqs[slot] == seq else None
+
+    def awaited(self, seq: int) -> bool:
+        """True for a packet that never arrived here but is recent enough to arrive late:
+        lost upstream (on the streamer's path, or the hop from the origin), it comes when
+        this node's own NACK is answered, and is forwarded then."""
+        if self._newest < 0 or ((self._newest - seq) & SEQ_MASK) >= HISTORY_SIZE:
+            return False
+        return self._seqs[seq % HISTORY_SIZE] != seq
 
 
 class Group:
@@ -209,11 +220,14 @@ class Publication:
         can_start = True if detector is None else detector(packet.payload)
         seq = packet.sequence_number = (packet.sequence_number + self._seq_shift) & SEQ_MASK
         ts = packet.timestamp = (packet.timestamp + self._ts_shift) & TS_MASK
-        if can_start and detector is not None:
-            self.stats["keyframes"] += 1
-            self._keyframe = (seq, monotonic())
-        self._newest_seq = seq
-        self._newest_ts = ts
+        # A late packet (an upstream retransmission) is forwarded, but is not the newest.
+        newest = self._newest_seq
+        if newest is None or 0 < ((seq - newest) & SEQ_MASK) < 0x8000:
+            if can_start and detector is not None:
+                self.stats["keyframes"] += 1
+                self._keyframe = (seq, monotonic())
+            self._newest_seq = seq
+            self._newest_ts = ts
         if not self._groups:
             return
         now = self._newest_time = time.time()

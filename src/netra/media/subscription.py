@@ -66,6 +66,7 @@ class Subscription:
             "resyncs": 0,
             "retransmitted": 0,
             "retransmits_refused": 0,
+            "retransmits_awaited": 0,
             "nacks": 0,
             "keyframe_requests": 0,
             "rtcp": 0,  # RTCP packets from the viewer about this track
@@ -233,8 +234,12 @@ class Subscription:
         in_seq = upstream_seq(state, out_seq)
         if in_seq is None:
             return  # not ours under the current mapping (e.g. from before a resync)
-        template = self._group.history.get(in_seq)
+        history = self._group.history
+        template = history.get(in_seq)
         if template is None:
+            if history.awaited(in_seq):
+                self.stats["retransmits_awaited"] += 1  # forwarded when it arrives
+                return
             self.resync()  # too old to repair: a picture that decodes beats a broken one
             return
         if not take_retransmit(self._budget, now):

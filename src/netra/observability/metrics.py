@@ -69,6 +69,10 @@ SUBSCRIPTION_COUNTERS = {
         "netra_retransmits_refused",
         "NACKed packets not resent: gone from the history or over the viewer's budget",
     ),
+    "retransmits_awaited": (
+        "netra_retransmits_awaited",
+        "NACKed packets this node had not received yet: sent on when its own repair brings them",
+    ),
     "resyncs": ("netra_resyncs", "Times a viewer's video was resumed at the next keyframe"),
     "keyframe_requests": (
         "netra_keyframe_requests_received",
