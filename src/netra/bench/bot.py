@@ -311,6 +311,10 @@ class ViewerBot:
     # --- results -------------------------------------------------------------------------
 
     @property
+    def session(self) -> Session | None:
+        return self._session
+
+    @property
     def video(self) -> Stream | None:
         return next((s for s in self.streams.values() if s.video), None)
 

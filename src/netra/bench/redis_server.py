@@ -1,5 +1,5 @@
 """A real redis-server (Debian's package) on 127.0.0.1, started and stopped by the tests and
-the cluster benchmarks.
+the cluster benchmarks; or on `host` in a namespace of the cluster harness, through `wrap`.
 
 `stop()` and `start()` again on the same port simulate an outage: nothing is persisted, so
 the server comes back empty, as a restarted cache would.
@@ -18,18 +18,28 @@ START_SECONDS = 5.0
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        wrap: tuple[str, ...] = (),
+    ) -> None:
         if not Path(REDIS_SERVER).exists():
             raise RuntimeError(f"{REDIS_SERVER} is missing: `make redis` installs it")
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.host = host
+        self.url = f"redis://{host}:{self.port}/0"
+        self._wrap = wrap
         self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
         self._process = subprocess.Popen(
-            [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self._workdir), "--loglevel", "warning"],
+            [*self._wrap, REDIS_SERVER, "--bind", self.host, "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self._workdir), "--loglevel", "warning",
+             # A harness's Redis is reached from other namespaces, and has no password.
+             "--protected-mode", "yes" if self.host == "127.0.0.1" else "no"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = asyncio.get_running_loop().time() + START_SECONDS
@@ -42,7 +52,7 @@ class RedisServer:
 
     async def _answers_ping(self) -> bool:
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            reader, writer = await asyncio.open_connection(self.host, self.port)
         except OSError:
             return False
         try:

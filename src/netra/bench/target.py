@@ -83,17 +83,19 @@ def pinned(command: list[str], cpu: int | None) -> list[str]:
     return command if cpu is None else ["taskset", "-c", str(cpu), *command]
 
 
-async def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+async def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], what: str, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise TargetUnavailable(f"{what} exited with code {process.returncode} at start")
         with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection(host, port)
             writer.close()
             return
         await asyncio.sleep(0.05)
-    raise TargetUnavailable(f"{what} did not listen on 127.0.0.1:{port} in {READY_TIMEOUT:g} s")
+    raise TargetUnavailable(f"{what} did not listen on {host}:{port} in {READY_TIMEOUT:g} s")
 
 
 async def close_socket(
@@ -153,6 +155,7 @@ class NetraSession:
         self._ws = ws
         self._inbox: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
         self._left = False
+        self.closed = asyncio.Event()  # the server closed the socket, or it broke
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -172,6 +175,7 @@ class NetraSession:
                 if frame.type == aiohttp.WSMsgType.TEXT:
                     self._inbox.put_nowait(json.loads(frame.data))
         finally:
+            self.closed.set()
             self._inbox.put_nowait(None)
 
     async def next(self, type_: str) -> dict[str, object]:
@@ -197,7 +201,9 @@ class NetraSession:
 
 
 class NetraTarget:
-    """`netra serve` as a subprocess on 127.0.0.1, offering loopback candidates only."""
+    """`netra serve` as a subprocess on 127.0.0.1, offering loopback candidates only; or, for
+    a cluster harness (netra.bench.cluster), on `host` in another network namespace, started
+    through `wrap` (the namespace's nsenter command)."""
 
     name = "netra"
 
@@ -210,8 +216,14 @@ class NetraTarget:
         secret: str | None = None,
         workers: int = 1,
         cores: float | None = None,
+        host: str = "127.0.0.1",
+        wrap: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
         self.room = room
+        self.host = host
+        self._wrap = wrap
+        self._port = port
         self.fanout = fanout
         self.port = 0
         self._args = args  # more flags for `netra serve` (a cluster node's)
@@ -235,31 +247,33 @@ class NetraTarget:
         return self._process.pid
 
     @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def pids(self) -> list[int]:
         return self._pids or [self.pid]
 
     async def start(self, cpu: int | None) -> None:
-        self.port = free_port()
+        self.port = self._port or free_port()
         command = [
             sys.executable, "-m", "netra", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--candidate-address", "127.0.0.1", "--log-level", "WARNING",
+            "--host", self.host, "--port", str(self.port),
+            "--candidate-address", self.host, "--log-level", "WARNING",
             "--fanout", self.fanout, "--workers", str(self.workers), *self._args,
         ]  # fmt: skip
         env = {**os.environ, "NETRA_ICE_SERVERS": "", "NETRA_AUTH_SECRET": self._secret}
-        self._process = subprocess.Popen(pinned(command, cpu), env=env)
-        await wait_for_port(self.port, self._process, "netra serve")
+        self._process = subprocess.Popen([*self._wrap, *pinned(command, cpu)], env=env)
+        await wait_for_port(self.port, self._process, "netra serve", self.host)
         self._pids = await self._worker_pids() if self.workers != 1 else [self._process.pid]
         if self.cores is not None:
             for index, pid in enumerate(self._pids):
-                quota = CpuQuota(f"netra-bench-{index}", self.cores)
+                quota = CpuQuota(f"netra-bench-{self.port}-{index}", self.cores)
                 self._quotas.append(quota)
                 quota.add(pid)
 
     async def _worker_pids(self) -> list[int]:
-        nodes = await cluster_nodes(
-            f"http://127.0.0.1:{self.port}", self._token(admin=True), self.workers
-        )
+        nodes = await cluster_nodes(self.url, self._token(admin=True), self.workers)
         return sorted(nodes.values())
 
     async def stop(self) -> None:
@@ -272,13 +286,13 @@ class NetraTarget:
     async def diagnostics(self) -> dict[str, object]:
         async with aiohttp.ClientSession() as http:
             async with http.get(
-                f"http://127.0.0.1:{self.port}/api/rooms",
+                f"{self.url}/api/rooms",
                 headers={"Authorization": f"Bearer {self._token(admin=True)}"},
             ) as response:
                 return {"loop_lag": (await response.json())["loop_lag"]}
 
     async def _join(self, role: str) -> NetraSession:
-        session = await NetraSession.connect(f"http://127.0.0.1:{self.port}")
+        session = await NetraSession.connect(self.url)
         try:
             join: dict[str, object] = {"type": "join", "roomId": self.room, "role": role}
             if role == "streamer":

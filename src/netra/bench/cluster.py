@@ -1,0 +1,214 @@
+"""A cluster on one machine, for its tests and benchmarks: an origin and edges, each a
+`netra serve` in a network namespace of its own with its own address (and, if asked, an equal
+CPU quota), Redis in another, and an impaired link (delay and loss, each way) between the
+origin and each edge. The clients (bots, browsers) run in the calling namespace, the LAN's
+router, and reach every node directly.
+
+A `RoamingViewer` is a viewer bot that joins another node when its own goes away, as the pages
+do behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aioice.ice
+
+from netra.bench.bot import ViewerBot
+from netra.bench.netns import ROUTER, ImpairedLink, Lan, Namespace
+from netra.bench.publisher import SendLog
+from netra.bench.redis_server import RedisServer
+from netra.bench.target import NetraSession, NetraTarget
+from netra.media import aiortc_private
+
+REDIS_PORT = 6379
+NODE_PORT = 8080
+KEYFRAME_SECONDS = 10.0  # a roaming viewer that has none by then has not come back
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    edges: int = 2
+    delay_ms: float = 10.0  # one way on each origin-edge link: 20 ms round trip
+    loss: float = 0.01  # each way on each origin-edge link
+    cores: float | None = None  # each node's CPU quota
+    room: str = "bench"
+    relay_linger: float = 30.0
+
+
+class Cluster:
+    def __init__(self, workdir: Path, options: ClusterOptions) -> None:
+        self.options = options
+        self.nodes: list[NetraTarget] = []
+        self.links: list[ImpairedLink] = []
+        self.redis: RedisServer | None = None
+        self._workdir = workdir
+        self._lan = Lan()
+        self._host_addresses = aioice.ice.get_host_addresses
+
+    @property
+    def origin(self) -> NetraTarget:
+        return self.nodes[0]
+
+    @property
+    def edges(self) -> list[NetraTarget]:
+        return self.nodes[1:]
+
+    async def start(self) -> None:
+        options = self.options
+        self._lan.start()
+        # This process's peers are on the LAN; aioice would never offer its address itself
+        # on a machine that has another, and must not offer the machine's.
+        aiortc_private.offer_host_addresses([ROUTER])
+        redis_host = await self._lan.add("redis")
+        hosts = [await self._lan.add("origin")]
+        hosts += [await self._lan.add(f"edge{i}") for i in range(1, options.edges + 1)]
+        for edge in hosts[1:]:
+            link = ImpairedLink(hosts[0], edge, options.delay_ms, options.loss)
+            self.links.append(link)
+            await link.start()
+        self.redis = RedisServer(
+            self._workdir, REDIS_PORT, redis_host.address, tuple(redis_host.command())
+        )
+        await self.redis.start()
+        secret = secrets.token_urlsafe(48)  # the nodes of one cluster share it
+        for host in hosts:
+            self.nodes.append(self._node(host, secret))
+        await asyncio.gather(*(node.start(cpu=None) for node in self.nodes))
+
+    def _node(self, host: Namespace, secret: str) -> NetraTarget:
+        assert self.redis is not None
+        args = (
+            "--redis", self.redis.url, "--node-id", host.name,
+            "--relay-linger", str(self.options.relay_linger),
+        )  # fmt: skip
+        return NetraTarget(
+            self.options.room,
+            args=args,
+            secret=secret,
+            cores=self.options.cores,
+            host=host.address,
+            wrap=tuple(host.command()),
+            port=NODE_PORT,
+        )
+
+    def kill(self, node: NetraTarget) -> None:
+        """`kill -9` one node's process (ours, by its PID)."""
+        os.kill(node.pid, signal.SIGKILL)
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+        for link in self.links:
+            await link.close()
+        if self.redis is not None:
+            self.redis.stop()
+        self._lan.close()
+        aioice.ice.get_host_addresses = self._host_addresses
+
+
+class RoamingViewer:
+    """A viewer bot on `nodes[home]` that, when that node's signaling socket closes, joins the
+    next node that takes it. `lost_at` and `back_at` (time.perf_counter()) say when it lost
+    the stream and when its first keyframe arrived from the new node."""
+
+    def __init__(
+        self, index: int, nodes: list[NetraTarget], home: int, video_log: SendLog | None = None
+    ) -> None:
+        self.index = index
+        self.nodes = nodes
+        self.node = home
+        self.video_log = video_log
+        self.bot = ViewerBot(index, video_log)
+        self.lost_at: float | None = None
+        self.back_at: float | None = None
+        self._roaming: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.bot.start(self.nodes[self.node])
+        self._roaming = asyncio.create_task(self._roam(), name=f"roaming-viewer-{self.index}")
+
+    @property
+    def recovery_seconds(self) -> float | None:
+        if self.lost_at is None or self.back_at is None:
+            return None
+        return self.back_at - self.lost_at
+
+    async def _roam(self) -> None:
+        session = self.bot.session
+        assert isinstance(session, NetraSession)
+        await session.closed.wait()
+        self.lost_at = time.perf_counter()
+        await self.bot.close()
+        for step in range(1, 4 * len(self.nodes) + 1):
+            node = (self.node + step) % len(self.nodes)
+            self.bot = ViewerBot(self.index, self.video_log)
+            try:
+                await self.bot.start(self.nodes[node], timeout=5.0)
+            except Exception:
+                await self.bot.close()
+                await asyncio.sleep(0.1)  # every node refused: they may be taking over
+                continue
+            self.node = node
+            break
+        else:
+            return
+        deadline = time.perf_counter() + KEYFRAME_SECONDS
+        while time.perf_counter() < deadline:  # the bot's tap sets it; nothing to await
+            video = self.bot.video
+            if video is not None and video.keyframe_at is not None:
+                self.back_at = video.keyframe_at
+                return
+            await asyncio.sleep(0.01)
+
+    def tick(self, now: float) -> None:
+        self.bot.tick(now)
+
+    async def close(self) -> None:
+        if self._roaming is not None:
+            self._roaming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._roaming
+        await self.bot.close()
+
+
+class Audience:
+    """Roaming viewers that send their receiver reports (and PLIs while they have no
+    keyframe) once a second, as browsers do; `async with` joins them all and closes them."""
+
+    def __init__(self, viewers: list[RoamingViewer]) -> None:
+        self.viewers = viewers
+        self._ticks: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Audience:
+        self._ticks = asyncio.create_task(self._tick(), name="audience-ticks")
+        try:
+            await asyncio.gather(*(viewer.start() for viewer in self.viewers))
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.perf_counter()
+            for viewer in self.viewers:
+                viewer.tick(now)
+
+    async def close(self) -> None:
+        if self._ticks is not None:
+            self._ticks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticks
+        await asyncio.gather(*(viewer.close() for viewer in self.viewers))
