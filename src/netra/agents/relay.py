@@ -5,7 +5,7 @@ to this node's viewers by the same Publications and Subscriptions as a browser's
 it is a WHEP player whose token has the `relay` grant, so it is not counted as a viewer. The
 origin forwards the publisher's sender reports and answers its NACKs and keyframe requests (its
 limiter still holds the publisher to two a second); the pull's own receiver NACKs what the link
-loses. The stream's watch (PublisherAgent's) notices media that stops.
+loses, audio as well as video. The stream's watch (PublisherAgent's) notices media that stops.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import aioice.candidate
 import aioice.ice
 import aiortc.codecs
 import aiortc.rtcpeerconnection
+import aiortc.rtcrtpreceiver
 import pylibsrtp
 from aiortc import (
     RTCIceTransport,
@@ -77,8 +78,10 @@ _MODULE_NAMES: tuple[tuple[Any, str], ...] = (
     (aiortc.rtcpeerconnection, "is_codec_compatible"),
 )
 _RECEIVER_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_RECEIVER_NACK_GENERATOR = "_RTCRtpReceiver__nack_generator"
 _INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
     (RTCRtpReceiver, _RECEIVER_JITTER_BUFFER),
+    (RTCRtpReceiver, _RECEIVER_NACK_GENERATOR),
     (RTCRtpSender, "_ssrc"),
     (RTCRtpTransceiver, "_codecs"),
     (RTCRtpTransceiver, "_headerExtensions"),
@@ -312,6 +315,13 @@ def tap_receiver(
         await original(packet)
 
     receiver._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+
+
+def nack_audio(receiver: RTCRtpReceiver) -> None:
+    """NACK lost audio packets as aiortc does video's (it gives audio no NACK generator):
+    for a pull from another node, which answers from its history, so that Opus lost on the
+    hop is repaired like video."""
+    setattr(receiver, _RECEIVER_NACK_GENERATOR, aiortc.rtcrtpreceiver.NackGenerator())
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:

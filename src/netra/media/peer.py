@@ -164,6 +164,8 @@ class Peer:
         for transceiver in self.pc.getTransceivers():
             codecs = aiortc_private.negotiated_codecs(transceiver)
             if transceiver.currentDirection == "recvonly" and codecs:
+                if transceiver.kind == "audio":
+                    aiortc_private.nack_audio(transceiver.receiver)
                 self.publications.append(
                     Publication(transceiver.kind, codecs[0], transceiver.receiver)
                 )
