@@ -5,7 +5,8 @@ origin and each edge. The clients (bots, browsers) run in the calling namespace,
 router, and reach every node directly.
 
 A `RoamingViewer` is a viewer bot that joins another node when its own goes away, as the pages
-do behind a load balancer.
+do behind a load balancer. A `ClusterTarget` is the whole cluster as one server to `netra
+bench`: it publishes on the origin and spreads the viewers over every node.
 """
 
 from __future__ import annotations
@@ -15,22 +16,26 @@ import contextlib
 import os
 import secrets
 import signal
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aioice.ice
+from aiortc import RTCPeerConnection
 
 from netra.bench.bot import ViewerBot
 from netra.bench.netns import ROUTER, ImpairedLink, Lan, Namespace
 from netra.bench.publisher import SendLog
 from netra.bench.redis_server import RedisServer
-from netra.bench.target import NetraSession, NetraTarget
+from netra.bench.target import NetraSession, NetraTarget, Session
 from netra.media import aiortc_private
 
 REDIS_PORT = 6379
 NODE_PORT = 8080
 KEYFRAME_SECONDS = 10.0  # a roaming viewer that has none by then has not come back
+HEARTBEAT = 4.0  # the bots' WebSocket pings: a node cut off is noticed within 6 s
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Cluster:
     def __init__(self, workdir: Path, options: ClusterOptions) -> None:
         self.options = options
         self.nodes: list[NetraTarget] = []
+        self.hosts: list[Namespace] = []
         self.links: list[ImpairedLink] = []
         self.redis: RedisServer | None = None
         self._workdir = workdir
@@ -61,7 +67,8 @@ class Cluster:
     def edges(self) -> list[NetraTarget]:
         return self.nodes[1:]
 
-    async def start(self) -> None:
+    async def start(self, cpu: int | None = None) -> None:
+        """Start every part; `cpu` pins the nodes to that CPU (their quotas share it)."""
         options = self.options
         self._lan.start()
         # This process's peers are on the LAN; aioice would never offer its address itself
@@ -81,7 +88,8 @@ class Cluster:
         secret = secrets.token_urlsafe(48)  # the nodes of one cluster share it
         for host in hosts:
             self.nodes.append(self._node(host, secret))
-        await asyncio.gather(*(node.start(cpu=None) for node in self.nodes))
+            self.hosts.append(host)
+        await asyncio.gather(*(node.start(cpu) for node in self.nodes))
 
     def _node(self, host: Namespace, secret: str) -> NetraTarget:
         assert self.redis is not None
@@ -97,11 +105,16 @@ class Cluster:
             host=host.address,
             wrap=tuple(host.command()),
             port=NODE_PORT,
+            heartbeat=HEARTBEAT,
         )
 
     def kill(self, node: NetraTarget) -> None:
         """`kill -9` one node's process (ours, by its PID)."""
         os.kill(node.pid, signal.SIGKILL)
+
+    def cut(self, node: NetraTarget) -> None:
+        """Unplug one node from the LAN (its clients' side; its link to the origin stays)."""
+        self._lan.cut(self.hosts[self.nodes.index(node)])
 
     async def close(self) -> None:
         for node in self.nodes:
@@ -212,3 +225,62 @@ class Audience:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticks
         await asyncio.gather(*(viewer.close() for viewer in self.viewers))
+
+
+class ClusterTarget:
+    """A cluster of `nodes` (an origin and nodes-1 edges) as one server under test: the
+    publisher on the origin, viewer i on node i mod nodes. One node is a cluster of one, in a
+    namespace too, so that a comparison differs in the number of nodes alone."""
+
+    def __init__(self, nodes: int, options: ClusterOptions) -> None:
+        self.name = f"netra-{nodes}-nodes" if nodes > 1 else "netra-1-node"
+        self.workers = nodes  # processes that serve, each under its own quota
+        self._options = replace(options, edges=nodes - 1)
+        self._cluster: Cluster | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._joined = 0
+
+    @property
+    def cluster(self) -> Cluster:
+        assert self._cluster is not None
+        return self._cluster
+
+    @property
+    def pid(self) -> int:
+        return self.cluster.origin.pid
+
+    @property
+    def pids(self) -> list[int]:
+        return [node.pid for node in self.cluster.nodes]
+
+    async def start(self, cpu: int | None) -> None:
+        self._workdir = tempfile.TemporaryDirectory(prefix="netra-cluster-")
+        self._cluster = Cluster(Path(self._workdir.name), self._options)
+        self._joined = 0
+        try:
+            await self._cluster.start(cpu)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.close()
+            self._cluster = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    async def diagnostics(self) -> dict[str, object]:
+        return await self.cluster.origin.diagnostics()
+
+    async def publish(self, pc: RTCPeerConnection) -> Session:
+        return await self.cluster.origin.publish(pc)
+
+    async def subscribe(
+        self, pc: RTCPeerConnection, prepared: Callable[[], None]
+    ) -> tuple[Session, float]:
+        nodes = self.cluster.nodes
+        node = nodes[self._joined % len(nodes)]
+        self._joined += 1
+        return await node.subscribe(pc, prepared)

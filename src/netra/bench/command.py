@@ -32,13 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "one process, and compare (use with --cores)",
     )
     parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="also run a cluster of N nodes in network namespaces (an origin, N-1 edges, "
+        "10 ms and 1 %% loss on each origin-edge link; needs root, in `unshare -n`), "
+        "interleaved with a cluster of one, and compare (use with --cores)",
+    )
+    parser.add_argument(
         "--cores",
         type=float,
         help="CPU quota of each server process, in cores (a cgroup; needs root): the load tool "
         "stays outside it",
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="ladders per server (--against, --workers)"
+        "--repeats", type=int, default=3, help="ladders per server (--against, --workers, --nodes)"
     )
     parser.add_argument(
         "--fanout",
@@ -65,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _targets(args: argparse.Namespace, redis_url: str | None) -> list[Target]:
     from netra.bench.target import NetraTarget
 
+    if args.nodes > 1:
+        from netra.bench.cluster import ClusterOptions, ClusterTarget
+
+        options = ClusterOptions(cores=args.cores)
+        return [ClusterTarget(1, options), ClusterTarget(args.nodes, options)]
     targets: list[Target] = [NetraTarget(fanout=args.fanout, cores=args.cores)]
     if args.workers > 1:
         assert redis_url is not None
@@ -155,12 +168,14 @@ def _print_comparison(table: dict[str, dict[str, list[float]]]) -> None:
         janus = statistics.median(table["janus"]["most_viewers"])
         if janus:
             print(f"\nviewers per core, Netra / Janus (medians): {netra / janus:.2f}x")
+    # The baseline: one process, or a cluster of one node.
+    baseline = next((n for n in ("netra", "netra-1-node") if n in table), None)
     for name in names:
-        if name.startswith("netra-") and "netra" in table:
-            one = statistics.median(table["netra"]["most_viewers"])
+        if name.startswith("netra-") and baseline is not None and name != baseline:
+            one = statistics.median(table[baseline]["most_viewers"])
             many = statistics.median(table[name]["most_viewers"])
             if one:
-                print(f"\nviewers, {name} / one process (medians): {many / one:.2f}x")
+                print(f"\nviewers, {name} / {baseline} (medians): {many / one:.2f}x")
 
 
 def _missing_extras() -> list[str]:
@@ -217,7 +232,8 @@ async def _run_targets(
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: list[LadderResult] = []
-    repeats = args.repeats if args.against or args.workers > 1 else 1
+    compared = args.against or args.workers > 1 or args.nodes > 1
+    repeats = args.repeats if compared else 1
     for repeat in range(repeats):
         for target in targets:  # interleaved: this VM's speed drifts within an hour
             print(f"\n== {target.name}, run {repeat + 1} of {repeats}", flush=True)
@@ -235,7 +251,7 @@ async def _run_targets(
             report.summary(result, sys.stdout)
             results.append(result)
     payload: dict[str, object] = {"runs": [r.to_json() for r in results]}
-    if args.against or args.workers > 1:
+    if compared:
         comparison = _compare(results)
         payload["comparison"] = comparison
         _print_comparison(comparison)

@@ -53,6 +53,7 @@ class Namespace:
     def __init__(self, name: str, address: str) -> None:
         self.name = name
         self.address = address
+        self.lan_port = ""  # its veth's end on the bridge, once on a Lan
         self._holder: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,7 +106,7 @@ class Lan:
         host = Namespace(name, f"{SUBNET}.{len(self.hosts) + 1}")
         await host.start()
         self.hosts.append(host)
-        port = f"lan{len(self.hosts)}"
+        port = host.lan_port = f"lan{len(self.hosts)}"
         ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid))
         ip("link", "set", port, "master", self.BRIDGE, "up")
         host.run("ip", "addr", "add", f"{host.address}/24", "dev", "eth0")
@@ -113,8 +114,15 @@ class Lan:
         host.run("ip", "route", "add", "default", "via", ROUTER)
         return host
 
+    def cut(self, host: Namespace) -> None:
+        """Unplug the host from the bridge: its packets to and from the LAN vanish."""
+        ip("link", "set", host.lan_port, "down")
+
     def close(self) -> None:
         for host in self.hosts:
+            # Deleting our end deletes the pair now; a namespace's own devices go only later,
+            # when the kernel gets round to tearing it down.
+            subprocess.run(["ip", "link", "del", host.lan_port], stderr=subprocess.DEVNULL)
             host.close()
         self.hosts = []
         subprocess.run(["ip", "link", "del", self.BRIDGE], stderr=subprocess.DEVNULL)

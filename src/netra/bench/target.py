@@ -156,14 +156,16 @@ class NetraSession:
         self._inbox: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
         self._left = False
         self.closed = asyncio.Event()  # the server closed the socket, or it broke
+        self.first: dict[str, float] = {}  # message type -> perf_counter() of its first
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, url: str) -> NetraSession:
-        """A session on `url`'s /ws (an http:// base URL)."""
+    async def connect(cls, url: str, heartbeat: float | None = None) -> NetraSession:
+        """A session on `url`'s /ws (an http:// base URL); with `heartbeat`, a socket whose
+        server stops answering pings is closed within 1.5 heartbeats, as a page notices."""
         http = aiohttp.ClientSession()
         try:
-            ws = await http.ws_connect(url + "/ws", max_msg_size=0)
+            ws = await http.ws_connect(url + "/ws", max_msg_size=0, heartbeat=heartbeat)
         except BaseException:
             await http.close()
             raise
@@ -173,7 +175,9 @@ class NetraSession:
         try:
             async for frame in self._ws:
                 if frame.type == aiohttp.WSMsgType.TEXT:
-                    self._inbox.put_nowait(json.loads(frame.data))
+                    message = json.loads(frame.data)
+                    self.first.setdefault(str(message.get("type")), time.perf_counter())
+                    self._inbox.put_nowait(message)
         finally:
             self.closed.set()
             self._inbox.put_nowait(None)
@@ -219,8 +223,10 @@ class NetraTarget:
         host: str = "127.0.0.1",
         wrap: tuple[str, ...] = (),
         port: int | None = None,
+        heartbeat: float | None = None,
     ) -> None:
         self.room = room
+        self.heartbeat = heartbeat
         self.host = host
         self._wrap = wrap
         self._port = port
@@ -292,7 +298,7 @@ class NetraTarget:
                 return {"loop_lag": (await response.json())["loop_lag"]}
 
     async def _join(self, role: str) -> NetraSession:
-        session = await NetraSession.connect(self.url)
+        session = await NetraSession.connect(self.url, self.heartbeat)
         try:
             join: dict[str, object] = {"type": "join", "roomId": self.room, "role": role}
             if role == "streamer":

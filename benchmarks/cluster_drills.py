@@ -1,0 +1,443 @@
+"""What a cluster does for its viewers, measured on several machines on this one.
+
+Each drill starts a cluster of its own (netra.bench.cluster: every node a `netra serve` in a
+network namespace with its own address, Redis in another, 10 ms and 1 % loss each way on every
+origin-edge link), a synthetic 720p publisher on the origin, and viewer bots in this process,
+and prints one JSON object; `--json FILE` writes them all. docs/scale-out.md quotes them.
+
+    unshare -n sh -c 'ip link set lo up; exec .venv/bin/python benchmarks/cluster_drills.py'
+
+- hop: viewers on the origin and on two edges at once; per group, latency from the
+  publisher's send to the bot's receive (p50, p99) and loss after repair, over a window.
+- cold-edge: the first viewer of an edge that has no pull yet, against a viewer of the origin:
+  answer sent to first keyframe, alternately, `--trials` times.
+- joiners: 4 edges x 25 viewers joining at once; keyframe requests the publisher received.
+- kill-edge: `kill -9` an edge with 50 viewers; how many play again elsewhere within 5 s.
+- link-cut: unplug an edge with 50 viewers from the LAN; how many play again elsewhere within
+  15 s (the bots notice by their WebSocket heartbeat, as the pages do by theirs).
+- redis-outage: Redis stopped for `--outage` s under live viewers on every node: loss during
+  it against before it, whether any node exited, and when the room has its origin again.
+- origin-killed: `kill -9` the origin; when edge viewers are told, and, once the streamer
+  publishes again on an edge, how long after its first keyframe they play.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from netra.bench.bot import ViewerBot
+from netra.bench.clip import Clip, load_clip
+from netra.bench.cluster import Audience, Cluster, ClusterOptions, RoamingViewer
+from netra.bench.counter import Counter
+from netra.bench.ladder import percentile
+from netra.bench.publisher import SyntheticPublisher
+from netra.bench.target import NetraSession, NetraTarget
+from netra.cluster.redis_directory import origin_key
+
+DRILLS = (
+    "hop", "cold-edge", "joiners", "kill-edge", "link-cut", "redis-outage", "origin-killed",
+)  # fmt: skip
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float) -> None:
+    """Ask every 10 ms (a bot's tap has no event to wait on); fail naming `what`."""
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"not within {timeout:g} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def has_keyframe(bot: ViewerBot) -> bool:
+    video = bot.video
+    return video is not None and video.keyframe_at is not None
+
+
+@contextlib.asynccontextmanager
+async def streaming(
+    args: argparse.Namespace, clip: Clip, edges: int, **options: Any
+) -> AsyncIterator[tuple[Cluster, SyntheticPublisher]]:
+    with tempfile.TemporaryDirectory(prefix="netra-drill-") as workdir:
+        cluster = Cluster(
+            Path(workdir),
+            ClusterOptions(
+                edges=edges, delay_ms=args.delay_ms, loss=args.loss, cores=args.cores, **options
+            ),
+        )
+        publisher = SyntheticPublisher(clip)
+        try:
+            await cluster.start()
+            await publisher.start(cluster.origin)
+            yield cluster, publisher
+        finally:
+            with contextlib.suppress(Exception):
+                await publisher.close()
+            await cluster.close()
+
+
+async def ticking(bots: list[ViewerBot]) -> None:
+    """Receiver reports once a second at spread phases, as independent browsers send them."""
+    slots = 20
+    beat = 0
+    while True:
+        await asyncio.sleep(1.0 / slots)
+        now = time.perf_counter()
+        for bot in bots[beat % slots :: slots]:
+            bot.tick(now)
+        beat += 1
+
+
+async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    per_node = args.viewers_per_node
+    async with streaming(args, clip, edges=2) as (cluster, publisher):
+        assert publisher.video is not None
+        counter = Counter(publisher.video.log, capacity=3 * per_node + 8)
+        bots = [ViewerBot(i, publisher.video.log, counter=counter) for i in range(3 * per_node)]
+        ticks = asyncio.create_task(ticking(bots))
+        try:
+            for start in range(0, len(bots), 25):  # in slices, as a ladder's steps join
+                await asyncio.gather(
+                    *(b.start(cluster.nodes[b.index % 3]) for b in bots[start : start + 25])
+                )
+            await asyncio.sleep(args.settle)  # a measurement window, not a wait for a state
+            before = {}
+            for bot in bots:
+                for stream in bot.streams.values():
+                    stream.clear_latencies()
+                before[bot.index] = {s.ssrc: (s.expected, s.packets) for s in bot.streams.values()}
+            await asyncio.sleep(args.window)
+            groups: dict[str, dict[str, Any]] = {}
+            for bot in bots:
+                group = groups.setdefault(
+                    "origin" if bot.index % 3 == 0 else "edges",
+                    {"latencies": [], "expected": 0, "missing": 0},
+                )
+                for stream in bot.streams.values():
+                    e0, p0 = before[bot.index].get(stream.ssrc, (stream.expected, stream.packets))
+                    expected = stream.expected - e0
+                    group["expected"] += expected
+                    group["missing"] += max(0, expected - (stream.packets - p0))
+                    if stream.video:
+                        group["latencies"].extend(stream.latency_samples())
+        finally:
+            ticks.cancel()
+            await asyncio.gather(*(b.close() for b in bots), return_exceptions=True)
+            await counter.close()
+        links = [await link.counts() for link in cluster.links]
+    result: dict[str, Any] = {"viewers_per_node": per_node, "window_s": args.window}
+    for name, group in groups.items():
+        result[name] = {
+            "latency_p50_ms": ms(percentile(group["latencies"], 0.5)),
+            "latency_p99_ms": ms(percentile(group["latencies"], 0.99)),
+            "samples": len(group["latencies"]),
+            "loss_after_repair": round(group["missing"] / max(1, group["expected"]), 5),
+        }
+    for q in ("p50", "p99"):
+        edge, origin = result["edges"][f"latency_{q}_ms"], result["origin"][f"latency_{q}_ms"]
+        if edge is not None and origin is not None:
+            result[f"hop_adds_{q}_ms"] = round(edge - origin, 1)
+            result[f"hop_adds_{q}_ms_beyond_link_delay"] = round(edge - origin - args.delay_ms, 1)
+    result["links"] = links
+    return result
+
+
+async def first_keyframe(node: NetraTarget, index: int) -> float:
+    bot = ViewerBot(index, None)
+    try:
+        await bot.start(node)
+        await until(lambda: has_keyframe(bot), "a first keyframe", 10)
+        seconds = bot.first_keyframe_seconds
+        assert seconds is not None
+        return seconds
+    finally:
+        await bot.close()
+
+
+async def cold_edge(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    origin_s: list[float] = []
+    edge_s: list[float] = []
+    # No linger: the edge's pull ends with its viewer, so that each trial finds it cold.
+    async with streaming(args, clip, edges=1, relay_linger=0.0) as (cluster, _):
+        edge = cluster.edges[0]
+        for trial in range(args.trials):
+            origin_s.append(await first_keyframe(cluster.origin, 2 * trial))
+            await until_no_pull(edge)
+            edge_s.append(await first_keyframe(edge, 2 * trial + 1))
+    diffs = [e - o for e, o in zip(edge_s, origin_s, strict=True)]
+    return {
+        "trials": args.trials,
+        "origin_first_keyframe_ms": {
+            "p50": ms(statistics.median(origin_s)),
+            "max": ms(max(origin_s)),
+        },
+        "cold_edge_first_keyframe_ms": {
+            "p50": ms(statistics.median(edge_s)),
+            "max": ms(max(edge_s)),
+        },
+        "cold_edge_minus_origin_ms": {"p50": ms(statistics.median(diffs)), "max": ms(max(diffs))},
+        "rtt_ms": 2 * args.delay_ms,
+    }
+
+
+async def until_no_pull(edge: NetraTarget, timeout: float = 15.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while (await edge_pulls(edge)) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+
+
+async def edge_pulls(edge: NetraTarget) -> dict[str, Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{edge.url}/api/rooms", headers={"Authorization": f"Bearer {edge._token(admin=True)}"}
+        ) as response:
+            return dict((await response.json())["cluster"]["pulls"])
+
+
+async def joiners(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    async with streaming(args, clip, edges=4) as (cluster, publisher):
+        await asyncio.sleep(2.0)  # past the stream's first keyframe: joiners need fresh ones
+        started = time.perf_counter()
+        bots = [ViewerBot(i, None) for i in range(100)]
+        ticks = asyncio.create_task(ticking(bots))
+        try:
+            await asyncio.gather(*(b.start(cluster.edges[b.index % 4]) for b in bots))
+            await until(lambda: all(has_keyframe(b) for b in bots), "every joiner's keyframe", 20)
+            playing = time.perf_counter() - started
+            await asyncio.sleep(2.0)  # requests sent late still count
+        finally:
+            ticks.cancel()
+            await asyncio.gather(*(b.close() for b in bots), return_exceptions=True)
+        requests = [t - started for t in publisher.keyframe_requests if t >= started]
+    per_second = [
+        sum(1 for t in requests if s <= t < s + 1) for s in range(int(max(requests, default=0)) + 1)
+    ]
+    return {
+        "joiners": 100,
+        "edges": 4,
+        "all_playing_s": round(playing, 2),
+        "keyframe_requests": len(requests),
+        "max_keyframe_requests_per_second": max(per_second, default=0),
+        "first_keyframe_p50_ms": ms(statistics.median(b.first_keyframe_seconds or 0 for b in bots)),
+    }
+
+
+async def kill_edge(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    return await edge_lost(args, clip, Cluster.kill, within_s=5.0)
+
+
+async def link_cut(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    return await edge_lost(args, clip, Cluster.cut, within_s=15.0)
+
+
+async def edge_lost(
+    args: argparse.Namespace,
+    clip: Clip,
+    lose: Callable[[Cluster, NetraTarget], None],
+    within_s: float,
+) -> dict[str, Any]:
+    async with streaming(args, clip, edges=2) as (cluster, _):
+        doomed = [RoamingViewer(i, cluster.nodes, home=1) for i in range(50)]
+        async with Audience(doomed):
+            await until(lambda: all(has_keyframe(v.bot) for v in doomed), "all 50 play", 30)
+            lose(cluster, cluster.edges[0])
+            lost = time.perf_counter()
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: all(v.back_at for v in doomed), "all back", within_s + 10)
+            back = [v.back_at - lost for v in doomed if v.back_at is not None]
+    within = sum(1 for b in back if b <= within_s)
+    return {
+        "viewers": len(doomed),
+        "within_s": within_s,
+        "playing_again_within": within,
+        "share_within": round(within / len(doomed), 3),
+        "back_p50_ms": ms(statistics.median(back)) if back else None,
+        "back_max_ms": ms(max(back)) if back else None,
+        "on_nodes": sorted({v.node for v in doomed}),
+    }
+
+
+def window_loss(viewers: list[RoamingViewer]) -> Callable[[], Awaitable[float]]:
+    """Loss over the coming window: call to start it, await the result to end it."""
+    before = {
+        v.index: {s.ssrc: (s.expected, s.packets) for s in v.bot.streams.values()} for v in viewers
+    }
+
+    async def end() -> float:
+        expected = missing = 0
+        for viewer in viewers:
+            for stream in viewer.bot.streams.values():
+                e0, p0 = before[viewer.index].get(stream.ssrc, (stream.expected, stream.packets))
+                expected += stream.expected - e0
+                missing += max(0, (stream.expected - e0) - (stream.packets - p0))
+        return missing / max(1, expected)
+
+    return end
+
+
+async def redis_outage(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    async with streaming(args, clip, edges=2) as (cluster, _):
+        viewers = [RoamingViewer(i, cluster.nodes, home=i % 3) for i in range(15)]
+        redis_server = cluster.redis
+        assert redis_server is not None
+        async with Audience(viewers):
+            await until(lambda: all(has_keyframe(v.bot) for v in viewers), "all play", 30)
+            baseline = window_loss(viewers)
+            await asyncio.sleep(args.outage)
+            loss_before = await baseline()
+            during = window_loss(viewers)
+            redis_server.stop()
+            await asyncio.sleep(args.outage)  # the outage itself
+            loss_during = await during()
+            alive = [
+                node.pid for node in cluster.nodes if node._process and node._process.poll() is None
+            ]
+            await redis_server.start()
+            back = time.perf_counter()
+            client = aioredis.from_url(redis_server.url)
+            try:
+                while await client.get(origin_key("bench")) is None:
+                    if time.perf_counter() - back > 10:
+                        break
+                    await asyncio.sleep(0.05)
+                origin_after = time.perf_counter() - back
+                claim = await client.get(origin_key("bench"))
+            finally:
+                await client.aclose()
+            roamed = sum(1 for v in viewers if v.lost_at is not None)
+    return {
+        "outage_s": args.outage,
+        "viewers": len(viewers),
+        "loss_before": round(loss_before, 5),
+        "loss_during": round(loss_during, 5),
+        "nodes_alive": f"{len(alive)} of {len(cluster.nodes)}",
+        "viewers_that_lost_their_node": roamed,
+        "origin_claimed_again_ms": ms(origin_after),
+        "origin_claim": json.loads(claim) if claim else None,
+    }
+
+
+async def origin_killed(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    async with streaming(args, clip, edges=2) as (cluster, _):
+        bots = [ViewerBot(i, None) for i in range(10)]
+        ticks = asyncio.create_task(ticking(bots))
+        again: list[ViewerBot] = []
+        try:
+            await asyncio.gather(*(b.start(cluster.edges[b.index % 2]) for b in bots))
+            await until(lambda: all(has_keyframe(b) for b in bots), "all play", 30)
+            cluster.kill(cluster.origin)
+            killed = time.perf_counter()
+            sessions = [b.session for b in bots]
+            assert all(isinstance(s, NetraSession) for s in sessions)
+
+            def told(kind: str) -> list[float]:
+                return [s.first[kind] - killed for s in sessions if kind in s.first]
+
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: len(told("stream-ended")) == len(bots), "all told", 15)
+            told_s = told("stream-ended")
+            stalled_s = told("stream-stalled")
+            # The viewers wait in the room as the pages do; the streamer publishes on edge 2.
+            await asyncio.gather(*(b.close() for b in bots))
+            again = [ViewerBot(100 + i, None) for i in range(10)]
+            ticks.cancel()
+            ticks = asyncio.create_task(ticking(again))
+            joins = [
+                asyncio.create_task(b.start(cluster.edges[b.index % 2], timeout=30)) for b in again
+            ]
+            await asyncio.sleep(1.0)  # the viewers are waiting for an offer
+            publisher = SyntheticPublisher(clip)
+            try:
+                await publisher.start(cluster.edges[1])
+                published = time.perf_counter()  # its first packet is a keyframe
+                await asyncio.gather(*joins)
+                await until(lambda: all(has_keyframe(b) for b in again), "all play again", 15)
+                playing = [
+                    b.video.keyframe_at - published
+                    for b in again
+                    if b.video and b.video.keyframe_at
+                ]
+            finally:
+                await publisher.close()
+        finally:
+            ticks.cancel()
+            await asyncio.gather(*(b.close() for b in [*bots, *again]), return_exceptions=True)
+    return {
+        "edge_viewers": len(bots),
+        "told_stalled": len(stalled_s),
+        "told_stalled_max_ms": ms(max(stalled_s)) if stalled_s else None,
+        "told": len(told_s),
+        "told_max_ms": ms(max(told_s)) if told_s else None,
+        "told_p50_ms": ms(statistics.median(told_s)) if told_s else None,
+        "playing_after_new_origin_first_keyframe_max_ms": ms(max(playing)) if playing else None,
+        "playing_after_new_origin_first_keyframe_p50_ms": ms(statistics.median(playing))
+        if playing
+        else None,
+    }
+
+
+RUNNERS = {
+    "hop": hop,
+    "cold-edge": cold_edge,
+    "joiners": joiners,
+    "kill-edge": kill_edge,
+    "link-cut": link_cut,
+    "redis-outage": redis_outage,
+    "origin-killed": origin_killed,
+}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    clip = load_clip()
+    results: dict[str, Any] = {}
+    for name in args.drills:
+        started = time.perf_counter()
+        try:
+            results[name] = await RUNNERS[name](args, clip)
+        except Exception as exc:  # one drill's failure is its result; the others still run
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        results[name]["seconds"] = round(time.perf_counter() - started, 1)
+        print(json.dumps({name: results[name]}), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("drills", nargs="*", default=list(DRILLS), choices=DRILLS)
+    parser.add_argument("--delay-ms", type=float, default=10.0, help="one way, origin-edge links")
+    parser.add_argument("--loss", type=float, default=0.01, help="each way, origin-edge links")
+    parser.add_argument("--cores", type=float, help="each node's CPU quota")
+    parser.add_argument("--viewers-per-node", type=int, default=100, help="hop")
+    parser.add_argument("--settle", type=float, default=5.0, help="hop")
+    parser.add_argument("--window", type=float, default=20.0, help="hop")
+    parser.add_argument("--trials", type=int, default=10, help="cold-edge")
+    parser.add_argument("--outage", type=float, default=30.0, help="redis-outage, seconds")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    sys.exit(1 if any("error" in r for r in results.values()) else 0)
+
+
+if __name__ == "__main__":
+    main()
