@@ -422,7 +422,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("drills", nargs="*", default=list(DRILLS), choices=DRILLS)
+    parser.add_argument("drills", nargs="*", choices=[[], *DRILLS], help="default: all")
     parser.add_argument("--delay-ms", type=float, default=10.0, help="one way, origin-edge links")
     parser.add_argument("--loss", type=float, default=0.01, help="each way, origin-edge links")
     parser.add_argument("--cores", type=float, help="each node's CPU quota")
@@ -433,6 +433,7 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0, help="redis-outage, seconds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    args.drills = args.drills or list(DRILLS)
     results = asyncio.run(main_async(args))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
