@@ -274,7 +274,7 @@ class NetraTarget:
         self._pids = await self._worker_pids() if self.workers != 1 else [self._process.pid]
         if self.cores is not None:
             for index, pid in enumerate(self._pids):
-                quota = CpuQuota(f"netra-bench-{self.port}-{index}", self.cores)
+                quota = CpuQuota(f"netra-bench-{self.host}-{self.port}-{index}", self.cores)
                 self._quotas.append(quota)
                 quota.add(pid)
 
