@@ -40,13 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "interleaved with a cluster of one, and compare (use with --cores)",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="also run the server from another checkout's src/ (its native modules built), "
+        "interleaved with this one, and compare: one version against another",
+    )
+    parser.add_argument(
         "--cores",
         type=float,
         help="CPU quota of each server process, in cores (a cgroup; needs root): the load tool "
         "stays outside it",
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="ladders per server (--against, --workers, --nodes)"
+        "--repeats", type=int, default=3, help="ladders per server when comparing"
     )
     parser.add_argument(
         "--fanout",
@@ -79,6 +86,10 @@ def _targets(args: argparse.Namespace, redis_url: str | None) -> list[Target]:
         options = ClusterOptions(cores=args.cores)
         return [ClusterTarget(1, options), ClusterTarget(args.nodes, options)]
     targets: list[Target] = [NetraTarget(fanout=args.fanout, cores=args.cores)]
+    if args.baseline is not None:
+        baseline = NetraTarget(fanout=args.fanout, cores=args.cores, source=args.baseline)
+        baseline.name = "netra-baseline"
+        targets.append(baseline)
     if args.workers > 1:
         assert redis_url is not None
         cluster = NetraTarget(
@@ -232,7 +243,7 @@ async def _run_targets(
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: list[LadderResult] = []
-    compared = args.against or args.workers > 1 or args.nodes > 1
+    compared = args.against or args.workers > 1 or args.nodes > 1 or args.baseline
     repeats = args.repeats if compared else 1
     for repeat in range(repeats):
         for target in targets:  # interleaved: this VM's speed drifts within an hour

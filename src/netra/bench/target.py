@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
@@ -224,8 +225,10 @@ class NetraTarget:
         wrap: tuple[str, ...] = (),
         port: int | None = None,
         heartbeat: float | None = None,
+        source: Path | None = None,
     ) -> None:
         self.room = room
+        self.source = source
         self.heartbeat = heartbeat
         self.host = host
         self._wrap = wrap
@@ -266,9 +269,13 @@ class NetraTarget:
             sys.executable, "-m", "netra", "serve",
             "--host", self.host, "--port", str(self.port),
             "--candidate-address", self.host, "--log-level", "WARNING",
-            "--fanout", self.fanout, "--workers", str(self.workers), *self._args,
+            "--fanout", self.fanout, *self._args,
         ]  # fmt: skip
+        if self.workers != 1:  # a flag older versions lack
+            command += ["--workers", str(self.workers)]
         env = {**os.environ, "NETRA_ICE_SERVERS": "", "NETRA_AUTH_SECRET": self._secret}
+        if self.source is not None:  # another checkout's server; this one's load tool
+            env["PYTHONPATH"] = str(self.source)
         self._process = subprocess.Popen([*self._wrap, *pinned(command, cpu)], env=env)
         await wait_for_port(self.port, self._process, "netra serve", self.host)
         self._pids = await self._worker_pids() if self.workers != 1 else [self._process.pid]
