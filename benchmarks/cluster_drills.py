@@ -7,8 +7,9 @@ and prints one JSON object; `--json FILE` writes them all. docs/scale-out.md quo
 
     unshare -n sh -c 'ip link set lo up; exec .venv/bin/python benchmarks/cluster_drills.py'
 
-- hop: viewers on the origin and on two edges at once; per group, latency from the
-  publisher's send to the bot's receive (p50, p99) and loss after repair, over a window.
+- hop: viewers on the origin (the reference) and on edges (100 an edge) at once; per group,
+  latency from the publisher's send to the bot's receive (p50, p99) and loss after repair,
+  over a window.
 - cold-edge: the first viewer of an edge that has no pull yet, against a viewer of the origin:
   answer sent to first keyframe, alternately, `--trials` times.
 - joiners: 4 edges x 25 viewers joining at once; keyframe requests the publisher received.
@@ -102,16 +103,19 @@ async def ticking(bots: list[ViewerBot]) -> None:
 
 
 async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
-    per_node = args.viewers_per_node
-    async with streaming(args, clip, edges=2) as (cluster, publisher):
+    # The origin's viewers are the reference; the edges' are the load the hop is judged at.
+    homes = [0] * args.origin_viewers
+    for edge in range(1, args.hop_edges + 1):
+        homes += [edge] * args.viewers_per_edge
+    async with streaming(args, clip, edges=args.hop_edges) as (cluster, publisher):
         assert publisher.video is not None
-        counter = Counter(publisher.video.log, capacity=3 * per_node + 8)
-        bots = [ViewerBot(i, publisher.video.log, counter=counter) for i in range(3 * per_node)]
+        counter = Counter(publisher.video.log, capacity=len(homes) + 8)
+        bots = [ViewerBot(i, publisher.video.log, counter=counter) for i in range(len(homes))]
         ticks = asyncio.create_task(ticking(bots))
         try:
             for start in range(0, len(bots), 25):  # in slices, as a ladder's steps join
                 await asyncio.gather(
-                    *(b.start(cluster.nodes[b.index % 3]) for b in bots[start : start + 25])
+                    *(b.start(cluster.nodes[homes[b.index]]) for b in bots[start : start + 25])
                 )
             await asyncio.sleep(args.settle)  # a measurement window, not a wait for a state
             before = {}
@@ -123,7 +127,7 @@ async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
             groups: dict[str, dict[str, Any]] = {}
             for bot in bots:
                 group = groups.setdefault(
-                    "origin" if bot.index % 3 == 0 else "edges",
+                    "origin" if homes[bot.index] == 0 else "edges",
                     {"latencies": [], "expected": 0, "missing": 0},
                 )
                 for stream in bot.streams.values():
@@ -138,7 +142,12 @@ async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
             await asyncio.gather(*(b.close() for b in bots), return_exceptions=True)
             await counter.close()
         links = [await link.counts() for link in cluster.links]
-    result: dict[str, Any] = {"viewers_per_node": per_node, "window_s": args.window}
+    result: dict[str, Any] = {
+        "origin_viewers": args.origin_viewers,
+        "edges": args.hop_edges,
+        "viewers_per_edge": args.viewers_per_edge,
+        "window_s": args.window,
+    }
     for name, group in groups.items():
         result[name] = {
             "latency_p50_ms": ms(percentile(group["latencies"], 0.5)),
@@ -426,7 +435,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=10.0, help="one way, origin-edge links")
     parser.add_argument("--loss", type=float, default=0.01, help="each way, origin-edge links")
     parser.add_argument("--cores", type=float, help="each node's CPU quota")
-    parser.add_argument("--viewers-per-node", type=int, default=100, help="hop")
+    parser.add_argument("--origin-viewers", type=int, default=10, help="hop: the reference")
+    parser.add_argument("--hop-edges", type=int, default=1, help="hop")
+    parser.add_argument("--viewers-per-edge", type=int, default=100, help="hop")
     parser.add_argument("--settle", type=float, default=5.0, help="hop")
     parser.add_argument("--window", type=float, default=20.0, help="hop")
     parser.add_argument("--trials", type=int, default=10, help="cold-edge")
