@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from netra.bench import procstat
 from netra.bench.bot import ViewerBot
 from netra.bench.clip import Clip, load_clip
 from netra.bench.cluster import Audience, Cluster, ClusterOptions, RoamingViewer
@@ -81,7 +83,7 @@ async def streaming(
         )
         publisher = SyntheticPublisher(clip)
         try:
-            await cluster.start()
+            await cluster.start(None if args.no_pin else 0)
             await publisher.start(cluster.origin)
             yield cluster, publisher
         finally:
@@ -144,7 +146,7 @@ async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
         links = [await link.counts() for link in cluster.links]
     result: dict[str, Any] = {
         "origin_viewers": args.origin_viewers,
-        "edges": args.hop_edges,
+        "edge_count": args.hop_edges,
         "viewers_per_edge": args.viewers_per_edge,
         "window_s": args.window,
     }
@@ -423,6 +425,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         except Exception as exc:  # one drill's failure is its result; the others still run
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         results[name]["seconds"] = round(time.perf_counter() - started, 1)
+        # This VM's speed drifts 2-3x within an hour: a figure goes with the speed it had.
+        results[name]["calibration_ms"] = round(procstat.calibration_ms(), 1)
         print(json.dumps({name: results[name]}), flush=True)
     return results
 
@@ -442,9 +446,12 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0, help="hop")
     parser.add_argument("--trials", type=int, default=10, help="cold-edge")
     parser.add_argument("--outage", type=float, default=30.0, help="redis-outage, seconds")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to CPUs 0 and 1")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.drills = args.drills or list(DRILLS)
+    if not args.no_pin:  # as netra bench: the nodes on CPU 0, this process (bots) on CPU 1
+        os.sched_setaffinity(0, {1})
     results = asyncio.run(main_async(args))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
