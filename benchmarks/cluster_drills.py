@@ -10,6 +10,10 @@ and prints one JSON object; `--json FILE` writes them all. docs/scale-out.md quo
 - hop: viewers on the origin (the reference) and on edges (100 an edge) at once; per group,
   latency from the publisher's send to the bot's receive (p50, p99) and loss after repair,
   over a window.
+- skew: A/V skew at edge viewers against origin viewers. Each bot times every audio frame
+  and every video frame's last packet against its capture time on the publisher's clock (from
+  the sender reports, passed through both hops); a viewer's skew is the median audio offset
+  less the median video offset, what a browser's lip sync has to absorb.
 - cold-edge: the first viewer of an edge that has no pull yet, against a viewer of the origin:
   answer sent to first keyframe, alternately, `--trials` times.
 - joiners: 4 edges x 25 viewers joining at once; keyframe requests the publisher received.
@@ -48,7 +52,7 @@ from netra.bench.target import NetraSession, NetraTarget
 from netra.cluster.redis_directory import origin_key
 
 DRILLS = (
-    "hop", "cold-edge", "joiners", "kill-edge", "link-cut", "redis-outage", "origin-killed",
+    "hop", "skew", "cold-edge", "joiners", "kill-edge", "link-cut", "redis-outage", "origin-killed",
 )  # fmt: skip
 
 
@@ -164,6 +168,37 @@ async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
             result[f"hop_adds_{q}_ms_beyond_link_delay"] = round(edge - origin - args.delay_ms, 1)
     result["links"] = links
     return result
+
+
+async def skew(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    async with streaming(args, clip, edges=1) as (cluster, _):
+        bots = [ViewerBot(i, None, sync=True) for i in range(10)]  # even: origin, odd: edge
+        ticks = asyncio.create_task(ticking(bots))
+        try:
+            await asyncio.gather(*(b.start(cluster.nodes[b.index % 2]) for b in bots))
+            await asyncio.sleep(args.settle)  # a measurement window, not a wait for a state
+            for bot in bots:
+                assert bot.sync is not None
+                bot.sync = {"audio": [], "video": []}
+            await asyncio.sleep(args.window)
+            skews: dict[str, list[float]] = {"origin": [], "edge": []}
+            for bot in bots:
+                assert bot.sync is not None
+                audio, video = bot.sync["audio"], bot.sync["video"]
+                if audio and video:
+                    group = skews["origin" if bot.index % 2 == 0 else "edge"]
+                    group.append(statistics.median(audio) - statistics.median(video))
+        finally:
+            ticks.cancel()
+            await asyncio.gather(*(b.close() for b in bots), return_exceptions=True)
+    origin, edge = statistics.median(skews["origin"]), statistics.median(skews["edge"])
+    return {
+        "viewers": {name: len(values) for name, values in skews.items()},
+        "origin_skew_ms": [ms(v) for v in skews["origin"]],
+        "edge_skew_ms": [ms(v) for v in skews["edge"]],
+        "edge_minus_origin_skew_ms": ms(edge - origin),
+        "window_s": args.window,
+    }
 
 
 async def first_keyframe(node: NetraTarget, index: int) -> float:
@@ -406,6 +441,7 @@ async def origin_killed(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
 
 RUNNERS = {
     "hop": hop,
+    "skew": skew,
     "cold-edge": cold_edge,
     "joiners": joiners,
     "kill-edge": kill_edge,
@@ -442,8 +478,8 @@ def main() -> None:
     parser.add_argument("--origin-viewers", type=int, default=10, help="hop: the reference")
     parser.add_argument("--hop-edges", type=int, default=1, help="hop")
     parser.add_argument("--viewers-per-edge", type=int, default=100, help="hop")
-    parser.add_argument("--settle", type=float, default=5.0, help="hop")
-    parser.add_argument("--window", type=float, default=20.0, help="hop")
+    parser.add_argument("--settle", type=float, default=5.0, help="hop, skew")
+    parser.add_argument("--window", type=float, default=20.0, help="hop, skew")
     parser.add_argument("--trials", type=int, default=10, help="cold-edge")
     parser.add_argument("--outage", type=float, default=30.0, help="redis-outage, seconds")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to CPUs 0 and 1")

@@ -22,10 +22,12 @@ from aiortc.rtp import (
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSrPacket,
 )
 
+from netra.bench.clip import AUDIO_CLOCK, VIDEO_CLOCK
 from netra.bench.counter import Counter, NativeInbound
-from netra.bench.publisher import SendLog
+from netra.bench.publisher import NTP_EPOCH, SendLog
 from netra.bench.target import Session, Target
 from netra.media import aiortc_private
 from netra.media.codecs import is_vp8_keyframe_start
@@ -80,11 +82,17 @@ class ViewerBot:
         video_log: SendLog | None,
         impaired: bool = False,
         counter: Counter | None = None,
+        sync: bool = False,
     ) -> None:
         self.index = index
+        # With `sync`, each frame's arrival against its capture time on the sender's clock (its
+        # sender reports map RTP time to it), per kind: their difference is the A/V skew a
+        # browser's lip sync would have to absorb. Python counting only.
+        self.sync: dict[str, list[float]] | None = {"audio": [], "video": []} if sync else None
+        self._sender_reports: dict[int, tuple[float, int]] = {}  # ssrc -> (wall, RTP time)
         self.impaired = impaired
         self.video_log = video_log
-        self.counter = None if impaired else counter  # an impaired bot drops in Python
+        self.counter = None if impaired or sync else counter  # these count in Python
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.ssrc = random.getrandbits(32)
         self.streams: dict[int, Stream] = {}
@@ -135,6 +143,9 @@ class ViewerBot:
                 )
         self._dtls = transceivers[0].receiver.transport
         self._send = aiortc_private.DirectSend(self._dtls)
+        if self.sync is not None:
+            for transceiver in transceivers:
+                aiortc_private.tap_rtcp(transceiver.receiver, self._on_rtcp)
         aiortc_private.tap_datagrams(self._dtls, self._on_rtp)
 
     # --- per packet ----------------------------------------------------------------------
@@ -171,11 +182,28 @@ class ViewerBot:
             self._nack(stream, seq, delta - 1)
         stream.highest = seq
         stream.highest_ext += delta
+        if self.sync is not None and (data[1] & 0x80 or not stream.video):
+            self._time_frame(stream, data)  # a video frame's last packet, or an audio frame
         if stream.video:
             if stream.keyframe_at is None:
                 self._look_for_keyframe(stream, data, now)
             if self.video_log is not None:
                 self._measure_latency(stream, seq, len(data), now)
+
+    def _on_rtcp(self, packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            ntp = packet.sender_info.ntp_timestamp
+            wall = (ntp >> 32) - NTP_EPOCH + (ntp & 0xFFFFFFFF) / (1 << 32)
+            self._sender_reports[packet.ssrc] = (wall, packet.sender_info.rtp_timestamp)
+
+    def _time_frame(self, stream: Inbound, data: bytes) -> None:
+        report = self._sender_reports.get(stream.ssrc)
+        if report is None or self.sync is None:
+            return
+        wall, rtp = report
+        elapsed = ((int.from_bytes(data[4:8], "big") - rtp + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        clock = VIDEO_CLOCK if stream.video else AUDIO_CLOCK
+        self.sync["video" if stream.video else "audio"].append(time.time() - wall - elapsed / clock)
 
     def _look_for_keyframe(self, stream: Inbound, data: bytes, now: float) -> None:
         # This tap runs before aiortc has processed the DTLS flight queued just ahead of the

@@ -308,6 +308,11 @@ def tap_receiver(
     on_rtcp: Callable[[Any], None],
 ) -> None:
     setattr(receiver, _RECEIVER_JITTER_BUFFER, _PacketTap(on_packet))
+    tap_rtcp(receiver, on_rtcp)
+
+
+def tap_rtcp(receiver: RTCRtpReceiver, on_rtcp: Callable[[Any], None]) -> None:
+    """See each RTCP packet about the receiver's track (sender reports) before aiortc does."""
     original = receiver._handle_rtcp_packet
 
     async def handle_rtcp(packet: Any) -> None:
