@@ -59,10 +59,14 @@ class PublisherAgent(Agent):
         self._origin_of = None
 
     async def _leave(self, reason: str) -> None:
-        await super()._leave(reason)
-        if self._origin_of is not None:
-            room_id, self._origin_of = self._origin_of, None
-            await self.context.directory.release(room_id)
+        # The claim goes before anyone hears that the stream ended: a streamer who comes back
+        # at once, on any node, must find the room free (edges hear it through their pulls).
+        try:
+            if self._origin_of is not None:
+                room_id, self._origin_of = self._origin_of, None
+                await self.context.directory.release(room_id)
+        finally:
+            await super()._leave(reason)
 
     async def publish(self, sdp: str) -> str:
         """Apply the streamer's offer; return the server's answer. An offer while publishing
