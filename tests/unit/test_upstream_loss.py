@@ -23,11 +23,12 @@ def test_a_packet_not_received_yet_is_awaited_and_one_gone_from_the_history_is_n
     for seq in (100, 101, 102, 104):
         history.put(seq, b"packet %d" % seq)
 
-    assert history.get(103) is None and history.awaited(103)
-    assert not history.awaited(102)  # here: answer it
+    assert history.get(103) is None and history.awaited(103, newest=104)
+    assert not history.awaited(102, newest=104)  # here: answer it
     for seq in range(105, 105 + HISTORY_SIZE):
         history.put(seq & 0xFFFF, b"")
-    assert not history.awaited(103)  # too old to come now: the viewer resyncs
+    newest = 104 + HISTORY_SIZE
+    assert not history.awaited(103, newest)  # too old to come now: the viewer resyncs
 
 
 async def test_a_late_packet_reaches_viewers_and_a_joiner_without_moving_the_newest(

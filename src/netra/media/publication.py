@@ -24,6 +24,7 @@ from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpSrPacket, RtpP
 
 from netra.media import aiortc_private, fanout
 from netra.media.codecs import keyframe_detector
+from netra.media.forwarder import seq_newer
 
 if TYPE_CHECKING:
     from netra.media.subscription import Subscription
@@ -51,29 +52,27 @@ def abs_send_time(now: float) -> int:
 class PacketHistory:
     """The last HISTORY_SIZE serialized packets of one group, by upstream sequence number."""
 
-    __slots__ = ("_seqs", "_packets", "_newest")
+    __slots__ = ("_seqs", "_packets")
 
     def __init__(self) -> None:
         self._seqs = [-1] * HISTORY_SIZE
         self._packets: list[bytes] = [b""] * HISTORY_SIZE
-        self._newest = -1
 
     def put(self, seq: int, packet: bytes) -> None:
         slot = seq % HISTORY_SIZE
         self._seqs[slot] = seq
         self._packets[slot] = packet
-        if self._newest < 0 or 0 < ((seq - self._newest) & SEQ_MASK) < 0x8000:
-            self._newest = seq
 
     def get(self, seq: int) -> bytes | None:
         slot = seq % HISTORY_SIZE
         return self._packets[slot] if self._seqs[slot] == seq else None
 
-    def awaited(self, seq: int) -> bool:
-        """True for a packet that never arrived here but is recent enough to arrive late:
-        lost upstream (on the streamer's path, or the hop from the origin), it comes when
-        this node's own NACK is answered, and is forwarded then."""
-        if self._newest < 0 or ((self._newest - seq) & SEQ_MASK) >= HISTORY_SIZE:
+    def awaited(self, seq: int, newest: int | None) -> bool:
+        """True for a packet that never arrived here but is recent enough (against `newest`,
+        the newest that did) to arrive late: lost upstream (on the streamer's path, or the hop
+        from the origin), it comes when this node's own NACK is answered, and is forwarded
+        then."""
+        if newest is None or ((newest - seq) & SEQ_MASK) >= HISTORY_SIZE:
             return False
         return self._seqs[seq % HISTORY_SIZE] != seq
 
@@ -222,7 +221,7 @@ class Publication:
         ts = packet.timestamp = (packet.timestamp + self._ts_shift) & TS_MASK
         # A late packet (an upstream retransmission) is forwarded, but is not the newest.
         newest = self._newest_seq
-        if newest is None or 0 < ((seq - newest) & SEQ_MASK) < 0x8000:
+        if newest is None or seq_newer(seq, newest):
             if can_start and detector is not None:
                 self.stats["keyframes"] += 1
                 self._keyframe = (seq, monotonic())
@@ -381,6 +380,11 @@ class Publication:
             self._pending_keyframe_request.cancel()
             self._pending_keyframe_request = None
         self._groups.clear()
+
+    @property
+    def newest_seq(self) -> int | None:
+        """The newest sequence number forwarded (a late packet does not count)."""
+        return self._newest_seq
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -237,7 +237,7 @@ class Subscription:
         history = self._group.history
         template = history.get(in_seq)
         if template is None:
-            if history.awaited(in_seq):
+            if history.awaited(in_seq, self.publication.newest_seq):
                 self.stats["retransmits_awaited"] += 1  # forwarded when it arrives
                 return
             self.resync()  # too old to repair: a picture that decodes beats a broken one
