@@ -107,6 +107,7 @@ class ViewerBot:
         self._send: aiortc_private.DirectSend | None = None
         self._session: Session | None = None
         self._connected = asyncio.Event()
+        self.keyframed = asyncio.Event()  # video's first keyframe arrived
         self._rng = random.Random(index)
         self._before_keys: list[tuple[bytes, float]] = []
 
@@ -217,6 +218,7 @@ class ViewerBot:
         for held, at in pending:
             if self._is_keyframe_start(held):
                 stream.keyframe_at = at
+                self.keyframed.set()
                 if self.counter is not None:
                     asyncio.get_running_loop().call_soon(self._hand_over)
                 return

@@ -142,6 +142,7 @@ class RoamingViewer:
         self.bot = ViewerBot(index, video_log)
         self.lost_at: float | None = None
         self.back_at: float | None = None
+        self.back = asyncio.Event()  # playing again on another node
         self._roaming: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -173,13 +174,12 @@ class RoamingViewer:
             break
         else:
             return
-        deadline = time.perf_counter() + KEYFRAME_SECONDS
-        while time.perf_counter() < deadline:  # the bot's tap sets it; nothing to await
-            video = self.bot.video
-            if video is not None and video.keyframe_at is not None:
-                self.back_at = video.keyframe_at
-                return
-            await asyncio.sleep(0.01)
+        try:
+            await asyncio.wait_for(self.bot.keyframed.wait(), KEYFRAME_SECONDS)
+        except TimeoutError:
+            return
+        self.back_at = self.bot.video.keyframe_at if self.bot.video is not None else None
+        self.back.set()
 
     def tick(self, now: float) -> None:
         self.bot.tick(now)

@@ -260,6 +260,14 @@ class NetraTarget:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def admin_token(self) -> str:
+        """For /api/rooms."""
+        return self._token(admin=True)
+
+    @property
     def pids(self) -> list[int]:
         return self._pids or [self.pid]
 
