@@ -198,13 +198,15 @@ class Signaling:
         )
         return self.close_code
 
-    async def reconnect(self, join: dict[str, Any]) -> tuple[Signaling, dict[str, Any]]:
-        """A new socket for this client, which sends `join` with the resume key of this one's
-        last `joined`; this socket is closed without a `leave` if still open. The new
-        socket's `joined`, and the new socket."""
+    async def reconnect(
+        self, join: dict[str, Any], url: str | None = None
+    ) -> tuple[Signaling, dict[str, Any]]:
+        """A new socket for this client (to `url`, another node of a cluster, if given), which
+        sends `join` with the resume key of this one's last `joined`; this socket is closed
+        without a `leave` if still open. The new socket's `joined`, and the new socket."""
         key = self.of_type("joined")[-1]["resumeKey"]
         await self.close(leave=False)
-        fresh = await Signaling.connect(self.url)
+        fresh = await Signaling.connect(url or self.url)
         await fresh.send({**join, "resumeKey": key})
         return fresh, await fresh.next_message("joined")
 
@@ -257,9 +259,10 @@ class Publisher:
         await self.signaling.send(self._join_message())
         return await self.signaling.next_message("joined", timeout)
 
-    async def resume(self) -> dict[str, Any]:
-        """Come back on a new socket with the resume key; the peer connection stays."""
-        self.signaling, joined = await self.signaling.reconnect(self._join_message())
+    async def resume(self, url: str | None = None) -> dict[str, Any]:
+        """Come back on a new socket with the resume key (to `url`, another node of a
+        cluster, if given); the peer connection stays."""
+        self.signaling, joined = await self.signaling.reconnect(self._join_message(), url)
         return joined
 
     async def publish(self, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -558,10 +561,11 @@ class Viewer:
         await self.signaling.send({"type": "join", "roomId": self.room_id, "role": "viewer"})
         return await self.signaling.next_message("joined", timeout)
 
-    async def resume(self) -> dict[str, Any]:
-        """Come back on a new socket with the resume key; the peer connection stays."""
+    async def resume(self, url: str | None = None) -> dict[str, Any]:
+        """Come back on a new socket with the resume key (to `url`, another node of a
+        cluster, if given); the peer connection stays."""
         self.signaling, joined = await self.signaling.reconnect(
-            {"type": "join", "roomId": self.room_id, "role": "viewer"}
+            {"type": "join", "roomId": self.room_id, "role": "viewer"}, url
         )
         return joined
 

@@ -22,7 +22,7 @@ from netra.config import Config
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
-from .peers import TEST_SECRET, token, wait_for
+from .peers import TEST_SECRET, Signaling, token, wait_for
 from .whip_clients import WhipPublisher, request
 
 
@@ -189,3 +189,78 @@ async def test_a_whip_sessions_trickle_and_delete_reach_its_node_from_any_node(
             assert gone.status == 404, gone.describe()
         finally:
             await publisher.close()
+
+
+async def test_a_streamer_whose_socket_comes_back_to_another_node_gets_its_session_back(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    publisher = await origin.peers.publisher("show")
+    first = await publisher.join()
+    await publisher.publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+
+    # A balancer without stickiness sends the reconnect to the edge: it pipes it home.
+    resumed = await publisher.resume(edge.server.url)
+    assert resumed["resumed"] is True, resumed
+    assert resumed["clientId"] == first["clientId"] and resumed["node"] == "origin", resumed
+    assert resumed["resumeKey"].endswith("~origin")
+    await viewer.reception.wait_more_frames(video=10, audio=10)
+    assert viewer.signaling.of_type("stream-ended") == []
+    # What the client says goes home through the pipe: its leave ends the stream.
+    await publisher.leave()
+    ended = await viewer.signaling.next_message("stream-ended", timeout=5)
+    assert ended["reason"] in ("streamer-left", "origin-lost"), ended
+
+
+async def test_a_viewer_whose_socket_comes_back_to_another_node_keeps_playing(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    await (await origin.peers.publisher("show")).join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    first = await viewer.join()
+    await viewer.watch(video=5, audio=5)
+
+    resumed = await viewer.resume(origin.server.url)
+    assert resumed["resumed"] is True and resumed["node"] == "edge", resumed
+    assert resumed["clientId"] == first["clientId"]
+    assert (await viewer.signaling.next_message("viewers"))["count"] == 1
+    await viewer.reception.wait_more_frames(video=10, audio=10)
+    assert len(viewer.receptions) == 1 and viewer.signaling.of_type("offer") == []
+    # Counted once, at home: the pipe is not a second viewer.
+    assert edge.room("show").audience == 1 and origin.room("show").audience == 0
+
+
+async def test_a_piped_socket_closes_as_its_home_closes_it(cluster: Cluster) -> None:
+    origin, edge = cluster.nodes
+    await (await origin.peers.publisher("show")).join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+    await viewer.resume(origin.server.url)
+    piped = viewer.signaling
+
+    # The client comes back once more, straight to its home: the pipe is `replaced`.
+    key = piped.of_type("joined")[-1]["resumeKey"]
+    direct = await Signaling.connect(edge.server.url)
+    try:
+        await direct.send({"type": "join", "roomId": "show", "role": "viewer", "resumeKey": key})
+        assert (await direct.next_message("joined"))["resumed"] is True
+        assert (await piped.next_message("error"))["code"] == "replaced"
+        assert await piped.wait_closed() == 4001
+    finally:
+        await direct.close(leave=False)
+        await piped.close(leave=False)
+
+
+async def test_a_key_whose_node_is_gone_joins_afresh(cluster: Cluster) -> None:
+    origin, _ = cluster.nodes
+    client = await origin.peers.signaling()
+    await client.send({"type": "join", "roomId": "show", "role": "viewer",
+                       "resumeKey": "abcdefghijklmnopqrstuvwx~vanished"})  # fmt: skip
+    joined = await client.next_message("joined")
+    assert joined["resumed"] is False and joined["resumeError"] == "expired", joined
+    assert joined["node"] == "origin"

@@ -11,11 +11,10 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from netra.cluster.owners import FORWARDED, owner_node
 from netra.errors import NotFound
 from netra.services import SERVICES
 
-NODE_SEPARATOR = "~"  # in no token_urlsafe and no node id
-FORWARDED = "X-Netra-Forwarded-By"
 # Not passed on: they describe one hop, not the request (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length",
@@ -24,12 +23,6 @@ HOP_BY_HOP = frozenset(
 CONNECT_SECONDS = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def owner_node(resource_id: str) -> str | None:
-    """The node a session id names, if it names one."""
-    _, separator, node = resource_id.rpartition(NODE_SEPARATOR)
-    return node if separator else None
 
 
 def forwarded(handler: Handler) -> Handler:

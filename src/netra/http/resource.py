@@ -18,8 +18,9 @@ from time import monotonic
 from aiohttp import web
 
 from netra.agents.agent import Agent
+from netra.cluster.owners import named
 from netra.errors import NotFound, ProtocolError, UserError
-from netra.http.forward import NODE_SEPARATOR, forwarded
+from netra.http.forward import forwarded
 from netra.http.sdpfrag import parse_fragment, session_ufrag, transport_mids
 from netra.limits import RateLimit, check_capacity
 from netra.services import SERVICES
@@ -39,7 +40,7 @@ class Resource:
     def __init__(
         self, kind: str, room_id: str, agent: Agent, offer: str, node: str | None = None
     ) -> None:
-        self.id = secrets.token_urlsafe(24) + (f"{NODE_SEPARATOR}{node}" if node else "")
+        self.id = named(secrets.token_urlsafe(24), node)
         self.kind = kind
         self.room_id = room_id
         self.path = f"/{kind}/{room_id}/{self.id}"

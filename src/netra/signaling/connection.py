@@ -19,6 +19,7 @@ from netra.errors import WS_CLOSE_CODE, InternalError, NetraError, ProtocolError
 from netra.limits import AddressLimits, RateLimit
 from netra.observability.log import ParticipantLog
 from netra.signaling import messages as m
+from netra.signaling.remote import RemoteSession
 from netra.signaling.session import MAX_QUEUED, SignalingSession
 from netra.signaling.sessions import Sessions
 
@@ -46,6 +47,7 @@ class Connection:
         address: str,
         limits: AddressLimits,
         message_rate: float,
+        forwarded: bool = False,
     ) -> None:
         self._own_log = ParticipantLog(logger, secrets.token_hex(6))
         self.log = self._own_log
@@ -60,6 +62,10 @@ class Connection:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_OUTBOX)
         self.errors = 0
         self.session: SignalingSession | None = None
+        # The client's session is on another node: frames are piped there (forwarded: this
+        # connection is such a pipe, and never pipes on).
+        self._remote: RemoteSession | None = None
+        self._forwarded = forwarded
         self._close_with: tuple[int, str] | None = None
         self._offender = False  # closed for misbehaving: its session is not kept
 
@@ -87,8 +93,13 @@ class Connection:
                 if not isinstance(item, str | bytes):
                     break  # _CLOSED
                 self._pending_frames -= 1
-                await self._handle_frame(item)
+                if self._remote is not None:
+                    await self._remote.send(item)  # its node validates and answers it
+                else:
+                    await self._handle_frame(item)
         finally:
+            if self._remote is not None:
+                await self._remote.close()
             session, self.session = self.session, None
             if session is not None:
                 if self._offender:
@@ -205,6 +216,13 @@ class Connection:
     async def _join(self, message: m.Join) -> None:
         if self.session is not None:
             raise ProtocolError("already joined; send leave first", code="already-joined")
+        if not self._forwarded:
+            self._remote = await self._sessions.remote(
+                message, self._address, self.send_text, self._abort
+            )
+            if self._remote is not None:
+                self.log.info("its session is on another node: piping there")
+                return
         self.session = await self._sessions.join(
             self, message, admit=lambda: self._limits.join(self._address)
         )

@@ -7,7 +7,10 @@ import json
 
 from aiohttp import WSMsgType, web
 
+from netra.auth import Grant
+from netra.cluster.owners import CLIENT_ADDRESS, FORWARDED
 from netra.errors import WS_CLOSE_CODE, NetraError
+from netra.http.resource import bearer_token
 from netra.services import SERVICES
 from netra.signaling.connection import Connection
 from netra.signaling.messages import MAX_MESSAGE_BYTES
@@ -24,7 +27,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # answered within half of that: a half-open client is parked within 1.5 × heartbeat.
     ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=_HARD_FRAME_LIMIT)
     await ws.prepare(request)
-    address = request.remote or "-"
+    forwarded = _from_another_node(request)
+    address = (forwarded or request.remote) or "-"
     try:
         services.addresses.connect(address)
     except NetraError as exc:
@@ -48,6 +52,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         address=address,
         limits=services.addresses,
         message_rate=config.message_rate,
+        forwarded=forwarded is not None,
     )
     services.sockets.add(ws)
     connection.log.info("connected from %s", address)
@@ -66,3 +71,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         services.sockets.discard(ws)
         services.addresses.disconnect(address)
     return ws
+
+
+def _from_another_node(request: web.Request) -> str | None:
+    """The client's address, when this socket is another node's pipe for a client whose
+    session is here (netra.signaling.remote): only a `relay` token makes the header count."""
+    if FORWARDED not in request.headers or CLIENT_ADDRESS not in request.headers:
+        return None
+    try:
+        claims = request.app[SERVICES].context.authority.verify(bearer_token(request))
+    except NetraError:
+        return None
+    return request.headers[CLIENT_ADDRESS] if Grant.RELAY in claims.grants else None

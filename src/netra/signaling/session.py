@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
@@ -57,7 +56,7 @@ class SignalingSession:
             else ViewerAgent(context, self, via="ws", server_offers=True)
         )
         self.log = self.agent.log
-        self.key = secrets.token_urlsafe(18)
+        self.key = sessions.new_key()
         self.link: Link | None = None
         self._queue: deque[tuple[str, str]] = deque()  # (type, text) while parked
         self._grace: asyncio.TimerHandle | None = None
@@ -91,7 +90,7 @@ class SignalingSession:
         room, participant = self.agent.room, self.agent.participant
         assert room is not None and participant is not None
         participant.attached = True
-        self.key = secrets.token_urlsafe(18)
+        self.key = self._sessions.new_key()
         self._context.events["resumes"] += 1
         self.log.info("resumed on a new connection (%d messages queued)", len(backlog))
         self._send(self._joined(room, participant, resumed=True))

@@ -1,16 +1,23 @@
 """Sessions: this server's WebSocket sessions by resume key, where a client that comes back on
-a new connection finds its own (docs/protocol.md, "Reconnecting")."""
+a new connection finds its own (docs/protocol.md, "Reconnecting").
+
+In a cluster a key names the node that holds its session (`{random}~{node}`): a client that
+comes back to another node is sent home (netra.signaling.remote)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from time import monotonic
 
 from netra.agents.agent import AgentContext
+from netra.cluster.owners import named, owner_node
+from netra.errors import NetraError
 from netra.signaling import messages as m
+from netra.signaling.remote import Deliver, Ended, RemoteSession
 from netra.signaling.session import Link, SignalingSession
 
 logger = logging.getLogger("netra.session")
@@ -37,6 +44,41 @@ class Sessions:
     @property
     def parked(self) -> int:
         return sum(1 for session in self._by_key.values() if session.link is None)
+
+    def new_key(self) -> str:
+        """A fresh, single-use resume key."""
+        context = self._context
+        node = context.directory.node.id if context.relays is not None else None
+        return named(secrets.token_urlsafe(18), node)
+
+    async def remote(
+        self, message: m.Join, address: str, deliver: Deliver, ended: Ended
+    ) -> RemoteSession | None:
+        """The session this join's resume key names, piped from the node that holds it, if
+        that is another live node of the cluster; None when it is here, gone, or the key
+        names none (then the join is served here)."""
+        key, context = message.resumeKey, self._context
+        if key is None or context.relays is None or key in self._by_key:
+            return None
+        here, owner = context.directory.node.id, owner_node(key)
+        if owner is None or owner == here:
+            return None
+        try:
+            url = await context.directory.node_url(owner)
+        except NetraError:  # the directory is unreachable: served here, which says `expired`
+            return None
+        if url is None:
+            return None
+        return await RemoteSession.open(
+            url,
+            message,
+            here=here,
+            address=address,
+            token=context.authority.mint_relay(message.roomId),
+            heartbeat=context.config.heartbeat,
+            deliver=deliver,
+            ended=ended,
+        )
 
     async def join(
         self, link: Link, message: m.Join, admit: Callable[[], None] = lambda: None
