@@ -72,6 +72,7 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     aiortc_private.accept_h264_profiles()
     aiortc_private.tolerate_clients_without_candidates()
     aiortc_private.no_consent_checks_after_close()
+    aiortc_private.receive_media_directly()
     dtls.accept_ffmpeg_certificates()
     if config.candidate_addresses:
         aiortc_private.offer_host_addresses(config.candidate_addresses)

@@ -180,3 +180,71 @@ async def test_a_closed_ice_connection_starts_no_consent_checks():
     connection.remote_password = "remote-password"
     await connection.close()
     await asyncio.wait_for(connection.query_consent(), timeout=1.0)
+
+
+# --- Receiving media in aioice's datagram callback ------------------------------------------
+
+
+async def test_a_packet_handler_that_does_wait_is_finished_once_what_it_waits_for_is_done():
+    waited_for = asyncio.get_running_loop().create_future()
+    finished = asyncio.Event()
+    steps: list[str] = []
+
+    async def handler() -> None:
+        steps.append("started")
+        steps.append(await waited_for)
+        finished.set()
+
+    aiortc_private.run_to_completion(handler())
+    assert steps == ["started"]
+    waited_for.set_result("resumed")
+    await asyncio.wait_for(finished.wait(), timeout=1.0)
+    assert steps == ["started", "resumed"]
+
+
+async def test_video_received_in_the_datagram_callback_decodes_as_through_aiortcs_queue(
+    loopback, monkeypatch
+):
+    monkeypatch.setattr(
+        aioice.ice.StunProtocol, "datagram_received", aioice.ice.StunProtocol.datagram_received
+    )
+    aiortc_private.receive_media_directly()
+    direct = []
+    handle = aiortc_private.DirectReceive.__call__
+
+    def counted(self, data):
+        handled = handle(self, data)
+        direct.append(handled)
+        return handled
+
+    monkeypatch.setattr(aiortc_private.DirectReceive, "__call__", counted)
+    config = aiortc.RTCConfiguration(iceServers=[])
+    sender, receiver = aiortc.RTCPeerConnection(config), aiortc.RTCPeerConnection(config)
+    tracks: asyncio.Queue[aiortc.MediaStreamTrack] = asyncio.Queue()
+    receiver.on("track", tracks.put_nowait)
+    try:
+        sender.addTrack(aiortc.VideoStreamTrack())
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        dtls = receiver.getTransceivers()[0].receiver.transport
+        aiortc_private.DirectReceive(dtls)
+        queued_media = []
+        ice = dtls.transport._connection
+        by_queue = ice.data_received
+
+        def data_received(data, component):
+            if dtls.state == "connected" and 127 < data[0] < 192:
+                queued_media.append(data)
+            by_queue(data, component)
+
+        ice.data_received = data_received
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        track = await asyncio.wait_for(tracks.get(), CONNECT_TIMEOUT)
+        for _ in range(10):
+            frame = await asyncio.wait_for(track.recv(), CONNECT_TIMEOUT)
+            assert (frame.width, frame.height) == (640, 480)
+        assert direct.count(True) >= 10, direct.count(True)
+        assert queued_media == []
+    finally:
+        await asyncio.gather(sender.close(), receiver.close())

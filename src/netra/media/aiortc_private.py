@@ -19,7 +19,8 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import aioice.candidate
@@ -38,7 +39,7 @@ from aiortc import (
 )
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, RTCDtlsTransport
 from aiortc.rtcdtlstransport import State as _DtlsState
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtpPacket, is_rtcp
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
@@ -62,6 +63,10 @@ _CLASS_NAMES: tuple[tuple[type, str], ...] = (
     (RTCRtpSender, "_handle_rtcp_packet"),
     (RTCDtlsTransport, "_register_rtp_sender"),
     (RTCDtlsTransport, "_send_rtp"),
+    (RTCDtlsTransport, "_handle_rtp_data"),
+    (RTCDtlsTransport, "_handle_rtcp_data"),
+    (aioice.ice.StunProtocol, "datagram_received"),
+    (aioice.ice.Connection, "data_received"),
     (RTCDtlsTransport, "transport"),
     (aioice.ice.CandidatePair, "remote_addr"),
     (aioice.ice.Connection, "check_incoming"),
@@ -79,9 +84,11 @@ _MODULE_NAMES: tuple[tuple[Any, str], ...] = (
 )
 _RECEIVER_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _RECEIVER_NACK_GENERATOR = "_RTCRtpReceiver__nack_generator"
+_RECEIVER_BITRATE_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
 _INSTANCE_NAMES: tuple[tuple[type, str], ...] = (
     (RTCRtpReceiver, _RECEIVER_JITTER_BUFFER),
     (RTCRtpReceiver, _RECEIVER_NACK_GENERATOR),
+    (RTCRtpReceiver, _RECEIVER_BITRATE_ESTIMATOR),
     (RTCRtpSender, "_ssrc"),
     (RTCRtpTransceiver, "_codecs"),
     (RTCRtpTransceiver, "_headerExtensions"),
@@ -241,6 +248,26 @@ def tolerate_clients_without_candidates() -> None:
     _patch(aioice.ice.Connection, "check_incoming", _default_priority)
 
 
+def receive_media_directly() -> None:
+    """Let peers with a DirectReceive take their SRTP datagrams as they arrive (process-wide,
+    idempotent; call at start-up). aioice first tries to parse every datagram as STUN, and
+    RTP and RTCP never are one (RFC 7983: their first byte is 128-191, STUN's 0-3)."""
+    _patch(aioice.ice.StunProtocol, "datagram_received", _media_first)
+
+
+def _media_first(original: Callable[..., None]) -> Callable[..., None]:
+    def datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: Any) -> None:
+        if data and 127 < data[0] < 192:
+            receiver = self.receiver
+            direct = getattr(receiver, _DIRECT, None)
+            if direct is None or not direct(data):
+                receiver.data_received(data, self.local_candidate.component)
+            return
+        original(self, data, addr)
+
+    return datagram_received
+
+
 def no_consent_checks_after_close() -> None:
     """Never start consent checks on a closed ICE connection (process-wide, idempotent).
 
@@ -327,6 +354,12 @@ def nack_audio(receiver: RTCRtpReceiver) -> None:
     for a pull from another node, which answers from its history, so that Opus lost on the
     hop is repaired like video."""
     setattr(receiver, _RECEIVER_NACK_GENERATOR, aiortc.rtcrtpreceiver.NackGenerator())
+
+
+def no_bandwidth_estimate(receiver: RTCRtpReceiver) -> None:
+    """Stop estimating the bandwidth a video receiver gets (for REMB): for a pull from another
+    node, which has no use for the estimate, it is a sixth of the pull's receive path."""
+    setattr(receiver, _RECEIVER_BITRATE_ESTIMATOR, None)
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
@@ -575,6 +608,62 @@ def srtp_route(dtls: RTCDtlsTransport) -> SrtpRoute | None:
 def srtp_protect_address() -> int:
     """libsrtp's `srtp_protect`, as linked into pylibsrtp, for the native fan-out to call."""
     return int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
+
+
+_DIRECT = "_netra_direct_receive"
+# Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+_NTP_TO_UNIX = 2_208_988_800
+
+
+class DirectReceive:
+    """Handle a peer's SRTP and SRTCP datagrams in aioice's datagram callback, as they arrive:
+    unprotect, parse and hand them to aiortc's own RTP and RTCP handling at once, rather than
+    through aioice's queue and the DTLS transport's reading task (a queue hop and a task
+    switch per packet). What aiortc does with each packet is unchanged: its handlers are
+    coroutines that do not wait in practice, so they are run to completion here. Until DTLS
+    is connected, datagrams take aioice's queue as before."""
+
+    __slots__ = ("_dtls",)
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        setattr(dtls.transport._connection, _DIRECT, self)
+
+    def __call__(self, data: bytes) -> bool:
+        dtls = self._dtls
+        srtp = dtls._rx_srtp
+        if srtp is None or dtls._state is not _DTLS_CONNECTED:
+            return False
+        try:
+            if is_rtcp(data):
+                work = dtls._handle_rtcp_data(srtp.unprotect_rtcp(data))
+            else:
+                arrival_ms = int((time.time() + _NTP_TO_UNIX) * 1000)  # aiortc's current_ms
+                work = dtls._handle_rtp_data(srtp.unprotect(data), arrival_time_ms=arrival_ms)
+        except pylibsrtp.Error:
+            return True  # dropped, as aiortc drops what does not unprotect
+        run_to_completion(work)
+        return True
+
+
+def run_to_completion(work: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine now; should it wait after all, finish it as a Task would."""
+
+    def step(_: object = None) -> None:
+        try:
+            waiting = work.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            logger.exception("handling a received packet failed")
+            return
+        if waiting is None:  # a bare yield: go on at the loop's next turn
+            asyncio.get_running_loop().call_soon(step)
+        else:
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(step)
+
+    step()
 
 
 class DirectSend:

@@ -166,6 +166,8 @@ class Peer:
             if transceiver.currentDirection == "recvonly" and codecs:
                 if transceiver.kind == "audio":
                     aiortc_private.nack_audio(transceiver.receiver)
+                else:
+                    aiortc_private.no_bandwidth_estimate(transceiver.receiver)
                 self.publications.append(
                     Publication(transceiver.kind, codecs[0], transceiver.receiver)
                 )
@@ -272,6 +274,9 @@ class Peer:
         except Exception as exc:  # aiortc raises ValueError, OperationError, AssertionError…
             raise negotiation_failed(f"{kind} rejected: {exc or type(exc).__name__}") from None
         self._has_remote = True
+        for transport in {t.receiver.transport for t in self.pc.getTransceivers()}:
+            if transport is not None:  # None: a media section aiortc rejected
+                aiortc_private.DirectReceive(transport)  # again for the same one: harmless
 
     async def _answer(self) -> None:
         """Answer the remote offer. aiortc accepts some offers it then cannot answer (a BUNDLE
