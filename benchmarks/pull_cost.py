@@ -15,8 +15,8 @@ is the run's noise):
 - viewers and pulls: one bot watches on each edge and leaves again, so that each edge keeps
   its pull (a long --relay-linger) with no viewer: a pull costs the origin
   (viewers and pulls - viewers) / edges, and each edge's own CPU is that of one pull and no
-  viewer. The pulls share one serialization per packet (their group: a WHEP offer's header
-  extension ids, not the viewers'), which this counts in.
+  viewer. A pull is in the viewers' group (the server orders every offer's media sections as
+  a pull does), so it shares their serialization of each packet.
 
 The viewer bots send a receiver report a second, as browsers do (an edge's pull sends its own).
 """

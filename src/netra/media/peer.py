@@ -34,6 +34,10 @@ from netra.media.subscription import Subscription
 
 logger = logging.getLogger(__name__)
 
+# The order of media sections in every offer the server makes, and in a pull's: a pull's
+# packets are then serialized as the viewers' are, in their group (the MID is in each packet).
+KINDS = ("audio", "video")
+
 StateListener = Callable[["Peer", str], None]
 
 
@@ -153,7 +157,7 @@ class Peer:
     # --- pulling: this server offers to receive another's stream ------------------------
 
     async def pull_offer(self) -> str:
-        for kind in ("audio", "video"):
+        for kind in KINDS:
             self.pc.addTransceiver(kind, direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self._local_sdp()
@@ -178,7 +182,7 @@ class Peer:
     # --- subscribing: the server offers to a viewer -------------------------------------
 
     async def offer(self, publications: Iterable[Publication]) -> str:
-        for publication in publications:
+        for publication in sorted(publications, key=lambda p: KINDS.index(p.kind)):
             transceiver = self.pc.addTransceiver(publication.kind, direction="sendonly")
             transceiver.setCodecPreferences(viewer_preferences(publication.codec))
             self.subscriptions.append(Subscription(publication, transceiver))
