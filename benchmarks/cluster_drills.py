@@ -234,6 +234,7 @@ async def cold_edge(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
             "max": ms(max(edge_s)),
         },
         "cold_edge_minus_origin_ms": {"p50": ms(statistics.median(diffs)), "max": ms(max(diffs))},
+        "trials_ms": {"origin": [ms(s) for s in origin_s], "cold_edge": [ms(s) for s in edge_s]},
         "rtt_ms": 2 * args.delay_ms,
     }
 
