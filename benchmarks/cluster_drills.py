@@ -81,8 +81,9 @@ async def streaming(
         cluster = Cluster(
             Path(workdir),
             ClusterOptions(
-                edges=edges, delay_ms=args.delay_ms, loss=args.loss, cores=args.cores, **options
-            ),
+                edges=edges, delay_ms=args.delay_ms, loss=args.loss, cores=args.cores,
+                relay_copies=args.relay_copies, **options,
+            ),  # fmt: skip
         )
         publisher = SyntheticPublisher(clip)
         try:
@@ -460,6 +461,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         results[name]["seconds"] = round(time.perf_counter() - started, 1)
         # This VM's speed drifts 2-3x within an hour: a figure goes with the speed it had.
         results[name]["calibration_ms"] = round(procstat.calibration_ms(), 1)
+        results[name]["relay_copies"] = args.relay_copies
         print(json.dumps({name: results[name]}), flush=True)
     return results
 
@@ -472,6 +474,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=10.0, help="one way, origin-edge links")
     parser.add_argument("--loss", type=float, default=0.01, help="each way, origin-edge links")
     parser.add_argument("--cores", type=float, help="each node's CPU quota")
+    parser.add_argument(
+        "--relay-copies", type=int, default=1, help="datagrams of each packet sent to a pull"
+    )
     parser.add_argument("--origin-viewers", type=int, default=10, help="hop: the reference")
     parser.add_argument("--hop-edges", type=int, default=1, help="hop")
     parser.add_argument("--viewers-per-edge", type=int, default=100, help="hop")

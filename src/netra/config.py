@@ -200,6 +200,15 @@ class Config(BaseSettings):
         Field(ge=0),
         Flag("processes sharing the port, each a cluster node (needs --redis); 0: one a core", "N"),
     ] = 1
+    relay_copies: Annotated[
+        int,
+        Field(ge=1, le=3),
+        Flag(
+            "datagrams sent of each packet a node pulls from this one: 2 over a lossy network"
+            " (each copy is lost on its own), at that many times the pull's bandwidth",
+            "N",
+        ),
+    ] = 1
     relay_linger: Annotated[
         float,
         Field(ge=0),

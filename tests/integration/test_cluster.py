@@ -264,3 +264,29 @@ async def test_a_key_whose_node_is_gone_joins_afresh(cluster: Cluster) -> None:
     joined = await client.next_message("joined")
     assert joined["resumed"] is False and joined["resumeError"] == "expired", joined
     assert joined["node"] == "origin"
+
+
+@pytest.mark.server_config(relay_copies=2)
+async def test_a_pull_sent_in_two_copies_plays_each_packet_once_at_the_edge(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    await (await origin.peers.publisher("show")).join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    reception = await viewer.watch(video=20, audio=20)
+    await reception.wait_more_frames(video=30, audio=50)
+    # The origin sends its pull every datagram twice; the edge passes each packet on once.
+    wire = [(r.ssrc, r.sequence_number) for r in reception.tap.wire]
+    assert len(wire) > 100
+    assert len(set(wire)) == len(wire), "the edge forwarded a second copy"
+    # The origin's only subscribers are the pull's two tracks.
+    subscriptions = [
+        subscription
+        for publication in origin.room("show").publications
+        for group in publication._groups.values()
+        for subscription in group.subscriptions
+    ]
+    assert len(subscriptions) == 2
+    assert all(int(s.viewer.state.copies) == 2 for s in subscriptions)
+    assert all(int(s.viewer.state.packets) > 0 for s in subscriptions)

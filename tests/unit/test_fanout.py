@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import pytest
 from pylibsrtp import Policy, Session
@@ -57,9 +57,9 @@ class Path:
 def make_path(profile: str) -> Path:
     srtp_profile, key_length = PROFILES[profile]
     key = bytes(range(key_length))
-    session = Session(
-        policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=srtp_profile)
-    )
+    policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=srtp_profile)
+    policy.allow_repeat_tx = True  # as aiortc's: a packet may be protected again (copies)
+    session = Session(policy=policy)
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.setblocking(False)
@@ -137,6 +137,31 @@ def test_both_paths_send_identical_datagrams_through_drop_start_and_wrap(
     assert values(python.state) | {"packets": 60, "dropped": 20} == values(python.state)
     out_seqs = [int.from_bytes(p[2:4], "big") for p in sent_by_python]
     assert out_seqs == [(65530 + i) & 0xFFFF for i in range(60)]  # on across the wrap
+
+
+def test_a_viewer_with_two_copies_gets_every_datagram_twice_on_both_paths(
+    paths: list[Path],
+) -> None:
+    """A pull across a lossy link (netra.config relay_copies): each packet goes out twice, and
+    the copies are identical, so the receiver's SRTP replay check drops whichever comes second."""
+    fanout.select("native")
+    python_path, native_path = make_path("AES128_CM_SHA1_80"), make_path("AES128_CM_SHA1_80")
+    paths += [python_path, native_path]
+    python = PythonViewer(python_path.route, replace(state(), copies=2))
+    native = NativeViewer(native_path.route, replace(state(), copies=2))
+    try:
+        for seq, ts, can_start in stream():
+            packet = template(seq, ts, os.urandom(300))
+            python.forward(packet, seq, ts, can_start)
+            native.forward(packet, seq, ts, can_start)
+        sent_by_python, sent_by_native = python_path.received(), native_path.received()
+    finally:
+        native.close()
+    assert len(sent_by_native) == 120
+    assert sent_by_native[0::2] == sent_by_native[1::2]
+    assert sent_by_python == sent_by_native
+    assert values(native.state) == values(python.state)
+    assert native.state.packets == 60  # packets, not datagrams
 
 
 def test_a_resync_waits_for_the_next_keyframe_on_both_paths(paths: list[Path]) -> None:

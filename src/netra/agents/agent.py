@@ -229,6 +229,7 @@ class Agent:
             connect_timeout=config.connect_timeout,
             announced_ip=config.announced_ip,
             on_state=lambda peer, state: self._post(lambda: self._peer_state(peer, state)),
+            copies=config.relay_copies if self.via == "relay" else 1,
         )
         if self.participant is not None:
             self.participant.peer = self.peer.state

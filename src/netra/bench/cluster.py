@@ -46,6 +46,7 @@ class ClusterOptions:
     cores: float | None = None  # each node's CPU quota
     room: str = "bench"
     relay_linger: float = 30.0
+    relay_copies: int = 1  # datagrams of each packet an origin sends its pulls
 
 
 class Cluster:
@@ -93,10 +94,12 @@ class Cluster:
 
     def _node(self, host: Namespace, secret: str) -> NetraTarget:
         assert self.redis is not None
-        args = (
+        args: tuple[str, ...] = (
             "--redis", self.redis.url, "--node-id", host.name,
             "--relay-linger", str(self.options.relay_linger),
         )  # fmt: skip
+        if self.options.relay_copies != 1:  # so that an older checkout (--baseline) runs too
+            args += ("--relay-copies", str(self.options.relay_copies))
         return NetraTarget(
             self.options.room,
             args=args,

@@ -126,6 +126,11 @@ int netra_fan_out(struct netra_viewer **viewers, int count, const uint8_t *packe
             if (sent >= 0) {
                 v->packets++;
                 v->octets += (uint64_t)(size - 12);
+                /* Each copy is lost on its own: the receiver's SRTP replay check drops the
+                   ones that arrive after the first. */
+                for (int copy = 1; copy < v->copies; copy++)
+                    sendto(v->fd, scratch + (size_t)j * NETRA_STRIDE, (size_t)lengths[j],
+                           MSG_DONTWAIT, (const struct sockaddr *)v->addr, v->addr_len);
             } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
                 v->blocked++;
                 flag(v, NETRA_EVENT_BLOCKED, &flagged);

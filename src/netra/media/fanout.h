@@ -22,7 +22,7 @@ struct netra_viewer {
     uint8_t started;
     uint8_t payload_type;
     uint8_t events;             /* NETRA_EVENT_* since Python last looked */
-    uint8_t unused;
+    uint8_t copies;             /* datagrams sent of each packet (a pull: netra.config) */
     int fd;
     uint32_t addr_len;
     uint8_t addr[28];           /* a struct sockaddr_in or sockaddr_in6 */

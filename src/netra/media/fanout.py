@@ -72,6 +72,7 @@ class Sender(Protocol):
 class ViewerState(TrackRewrite):
     """The Python twin of fanout.h's `struct netra_viewer`: rewrite state and counters."""
 
+    copies: int = 1
     packets: int = 0
     octets: int = 0
     dropped: int = 0
@@ -103,6 +104,10 @@ class PythonViewer:
         if result == SENT:
             state.packets += 1
             state.octets += len(template) - 12
+            for _ in range(1, state.copies):  # each is lost on its own; SRTP drops the rest
+                self._sender.rtp_rewritten(
+                    template, out_seq, (ts + state.ts_offset) & TS_MASK, state.ssrc
+                )
         elif result == BLOCKED:
             state.blocked += 1
             events |= EVENT_BLOCKED

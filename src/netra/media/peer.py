@@ -110,7 +110,9 @@ class Peer:
         connect_timeout: float,
         announced_ip: str | None,
         on_state: StateListener,
+        copies: int = 1,
     ) -> None:
+        """`copies`: datagrams sent of each packet to this peer (a pull across a lossy link)."""
         self.pc = RTCPeerConnection(
             RTCConfiguration(
                 # Always explicit: with none, aiortc would query a public STUN server.
@@ -120,6 +122,7 @@ class Peer:
         )
         self.publications: list[Publication] = []
         self.subscriptions: list[Subscription] = []
+        self.copies = copies
         self.state = "new"
         self.closed = False
         self._announced_ip = announced_ip
@@ -185,7 +188,7 @@ class Peer:
         for publication in sorted(publications, key=lambda p: KINDS.index(p.kind)):
             transceiver = self.pc.addTransceiver(publication.kind, direction="sendonly")
             transceiver.setCodecPreferences(viewer_preferences(publication.codec))
-            self.subscriptions.append(Subscription(publication, transceiver))
+            self.subscriptions.append(Subscription(publication, transceiver, self.copies))
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
         return self._local_sdp()
@@ -222,7 +225,7 @@ class Peer:
             ) from None
         for publication, transceiver in pending:
             if transceiver.mid is not None:
-                self.subscriptions.append(Subscription(publication, transceiver))
+                self.subscriptions.append(Subscription(publication, transceiver, self.copies))
         await self._answer()
         await self._apply_held_candidates()
         return self._local_sdp()

@@ -48,8 +48,11 @@ KEYFRAME_RETRY_SECONDS = 1.0
 
 
 class Subscription:
-    def __init__(self, publication: Publication, transceiver: RTCRtpTransceiver) -> None:
+    def __init__(
+        self, publication: Publication, transceiver: RTCRtpTransceiver, copies: int = 1
+    ) -> None:
         self.publication = publication
+        self.copies = copies
         self.kind = publication.kind
         sender: RTCRtpSender = transceiver.sender
         self.ssrc = aiortc_private.sender_ssrc(sender)
@@ -109,6 +112,7 @@ class Subscription:
             payload_type=self.payload_type,
             ts_offset=random.getrandbits(32),
             next_out_seq=random.getrandbits(16),
+            copies=self.copies,
         )
         route = self._send.live_route() if fanout.native() else None
         self.viewer = fanout.viewer(self._send, route, state)
