@@ -97,6 +97,27 @@ async def test_a_joiner_after_a_fresh_keyframe_is_replayed_it_without_a_new_requ
     publication.close()
 
 
+async def test_the_first_viewer_of_a_publication_with_no_viewer_yet_is_replayed_its_keyframe(
+    clock: Clock,
+) -> None:
+    """A cold edge: its pull's stream arrives before any viewer there, so no group has kept
+    it; the first viewer still starts at once from the keyframe, and asks the publisher (the
+    origin) for nothing."""
+    receiver = FakeReceiver()
+    publication = Publication("video", VP8, receiver)  # type: ignore[arg-type]
+    send(publication, 100, KEYFRAME_START)
+    for seq in range(101, 106):
+        send(publication, seq, DELTA_START)
+
+    clock.now += 0.1
+    first = FakeSubscription()
+    publication.attach(first)  # type: ignore[arg-type]
+
+    assert first.received == [(100, True)] + [(seq, False) for seq in range(101, 106)]
+    assert publication.stats["keyframe_requests"] == 0
+    publication.close()
+
+
 async def test_a_joiner_after_a_stale_keyframe_waits_for_one_asked_for_and_a_burst_asks_once(
     clock: Clock,
 ) -> None:

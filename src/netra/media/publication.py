@@ -187,6 +187,10 @@ class Publication:
         self.sender_report: tuple[int, int] | None = None
         # The latest keyframe start: (upstream sequence number, monotonic arrival time).
         self._keyframe: tuple[int, float] | None = None
+        # Video since that keyframe, as it came (bounded): a group made now (the first viewer
+        # of a cold edge, or of a new offer shape) starts with it in its history, so that its
+        # first viewer gets the fast start too, not a keyframe request.
+        self._since_keyframe: list[RtpPacket] = []
         self._newest_seq: int | None = None
         self._requested_at = float("-inf")  # monotonic time of the last PLI sent
         self._pending_keyframe_request: asyncio.TimerHandle | None = None
@@ -225,8 +229,11 @@ class Publication:
             if can_start and detector is not None:
                 self.stats["keyframes"] += 1
                 self._keyframe = (seq, monotonic())
+                self._since_keyframe.clear()
             self._newest_seq = seq
             self._newest_ts = ts
+        if self._keyframe is not None and len(self._since_keyframe) < CATCH_UP_MAX_PACKETS:
+            self._since_keyframe.append(packet)
         if not self._groups:
             return
         now = self._newest_time = time.time()
@@ -262,6 +269,7 @@ class Publication:
         other.closed = True
         self._rebase = True
         self._keyframe = None
+        self._since_keyframe.clear()
         self.sender_report = None
         self.stats["adoptions"] += 1
         for group in self._groups.values():
@@ -291,6 +299,9 @@ class Publication:
             group = self._groups[key] = Group(
                 subscription.payload_type, subscription.mid, subscription.header_extensions
             )
+            send_time = abs_send_time(time.time())
+            for packet in self._since_keyframe:
+                group.serialize(packet, send_time)
         group.add(subscription)
         if self.kind == "video":
             self.start_viewer(subscription, group)
