@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 
 HISTORY_SIZE = 1024  # packets kept per group to answer NACKs (~3 s of 720p video)
-KEYFRAME_REQUEST_INTERVAL = 0.5  # at most one PLI per publisher track per this many seconds
+# At most one PLI per publisher track per this many seconds: a little over half a second, so
+# that delivery jitter never puts three in one second at the publisher (at exactly 0.5 s, the
+# ladder saw three in 0.99 s).
+KEYFRAME_REQUEST_INTERVAL = 0.55
 # Fast start (docs/architecture.md): a joining viewer is sent the current group of pictures
 # at once when its keyframe is at most this old, instead of waiting for a PLI that the rate
 # limit may hold back; equal to the interval, so no joiner ever waits on the limiter.
