@@ -22,7 +22,7 @@ from netra.config import Config
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
-from .peers import TEST_SECRET, Signaling, token, wait_for
+from .peers import TEST_SECRET, Signaling, Viewer, token, wait_for
 from .whip_clients import WhipPublisher, request
 
 
@@ -75,6 +75,16 @@ async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
         for runner in reversed(runners):
             await runner.cleanup()
         redis.stop()
+
+
+async def watching_on_the_edge(cluster: Cluster) -> Viewer:
+    """A stream published on the origin, and a viewer of it on the edge, playing."""
+    origin, edge = cluster.nodes
+    await (await origin.peers.publisher("show")).join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+    return viewer
 
 
 async def test_a_stream_published_on_one_node_plays_to_a_viewer_of_another(
@@ -136,10 +146,7 @@ async def test_a_pull_ends_once_its_last_viewer_has_been_gone_for_the_linger(
     cluster: Cluster,
 ) -> None:
     origin, edge = cluster.nodes
-    await (await origin.peers.publisher("show")).join_and_publish()
-    viewer = await edge.peers.viewer("show")
-    await viewer.join()
-    await viewer.watch(video=5, audio=5)
+    viewer = await watching_on_the_edge(cluster)
     await viewer.close()
     await wait_for(lambda: not origin.room("show").viewers, "the origin to lose its relay")
     assert edge.room("show") is None
@@ -147,10 +154,7 @@ async def test_a_pull_ends_once_its_last_viewer_has_been_gone_for_the_linger(
 
 async def test_the_rooms_api_names_each_nodes_pulls(cluster: Cluster) -> None:
     origin, edge = cluster.nodes
-    await (await origin.peers.publisher("show")).join_and_publish()
-    viewer = await edge.peers.viewer("show")
-    await viewer.join()
-    await viewer.watch(video=5, audio=5)
+    await watching_on_the_edge(cluster)
     async with aiohttp.ClientSession() as http:
         headers = {"Authorization": f"Bearer {token(admin=True)}"}
         async with http.get(f"{edge.server.url}/api/rooms", headers=headers) as reply:
@@ -219,10 +223,8 @@ async def test_a_viewer_whose_socket_comes_back_to_another_node_keeps_playing(
     cluster: Cluster,
 ) -> None:
     origin, edge = cluster.nodes
-    await (await origin.peers.publisher("show")).join_and_publish()
-    viewer = await edge.peers.viewer("show")
-    first = await viewer.join()
-    await viewer.watch(video=5, audio=5)
+    viewer = await watching_on_the_edge(cluster)
+    first = viewer.signaling.of_type("joined")[0]
 
     resumed = await viewer.resume(origin.server.url)
     assert resumed["resumed"] is True and resumed["node"] == "edge", resumed
@@ -236,10 +238,7 @@ async def test_a_viewer_whose_socket_comes_back_to_another_node_keeps_playing(
 
 async def test_a_piped_socket_closes_as_its_home_closes_it(cluster: Cluster) -> None:
     origin, edge = cluster.nodes
-    await (await origin.peers.publisher("show")).join_and_publish()
-    viewer = await edge.peers.viewer("show")
-    await viewer.join()
-    await viewer.watch(video=5, audio=5)
+    viewer = await watching_on_the_edge(cluster)
     await viewer.resume(origin.server.url)
     piped = viewer.signaling
 
@@ -271,11 +270,9 @@ async def test_a_pull_sent_in_two_copies_plays_each_packet_once_at_the_edge(
     cluster: Cluster,
 ) -> None:
     origin, edge = cluster.nodes
-    await (await origin.peers.publisher("show")).join_and_publish()
-    viewer = await edge.peers.viewer("show")
-    await viewer.join()
-    reception = await viewer.watch(video=20, audio=20)
-    await reception.wait_more_frames(video=30, audio=50)
+    viewer = await watching_on_the_edge(cluster)
+    reception = viewer.reception
+    await reception.wait_more_frames(video=45, audio=65)
     # The origin sends its pull every datagram twice; the edge passes each packet on once.
     wire = [(r.ssrc, r.sequence_number) for r in reception.tap.wire]
     assert len(wire) > 100

@@ -23,7 +23,8 @@ from netra.signaling import messages as m
 
 logger = logging.getLogger("netra.session")
 
-CONNECT_SECONDS = 2.0
+# Nodes are on one network: longer means a node that vanished (its key lives 5 s more).
+CONNECT_SECONDS = 1.0
 CLOSE_SECONDS = 2.0
 # Codes that say a socket ended without a close frame; they are never sent on the wire.
 _NO_CLOSE_FRAME = frozenset({1005, 1006, 1015})
