@@ -107,7 +107,7 @@ def create_app(config: Config, secret: str | None = None) -> web.Application:
     resources = app[RESOURCES] = Resources(
         max_sessions=config.max_sessions,
         rate_limit=RateLimit(config.http_rate, config.http_burst),
-        node=context.directory.node.id if context.relays is not None else None,
+        node=context.cluster_node,
     )
     app[SHUTTING_DOWN] = asyncio.Event()
     app.add_routes(

@@ -54,6 +54,11 @@ class AgentContext:
     # A cluster node's pulls of rooms whose origin is another node.
     relays: Relays | None = None
 
+    @property
+    def cluster_node(self) -> str | None:
+        """This node's name when it is one of a cluster (session ids carry it); else None."""
+        return self.directory.node.id if self.relays is not None else None
+
 
 class AgentListener(Protocol):
     """What an agent tells its adapter. Calls must not block."""

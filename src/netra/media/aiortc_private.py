@@ -357,8 +357,9 @@ def nack_audio(receiver: RTCRtpReceiver) -> None:
 
 
 def no_bandwidth_estimate(receiver: RTCRtpReceiver) -> None:
-    """Stop estimating the bandwidth a video receiver gets (for REMB): for a pull from another
-    node, which has no use for the estimate, it is a sixth of the pull's receive path."""
+    """Stop estimating the bandwidth a video receiver gets (for REMB): a pull from another
+    node has no use for the estimate, which was about a sixth of an edge's busy time in a
+    profile (docs/scale-out.md)."""
     setattr(receiver, _RECEIVER_BITRATE_ESTIMATOR, None)
 
 

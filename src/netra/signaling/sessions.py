@@ -47,9 +47,7 @@ class Sessions:
 
     def new_key(self) -> str:
         """A fresh, single-use resume key."""
-        context = self._context
-        node = context.directory.node.id if context.relays is not None else None
-        return named(secrets.token_urlsafe(18), node)
+        return named(secrets.token_urlsafe(18), self._context.cluster_node)
 
     async def remote(
         self, message: m.Join, address: str, deliver: Deliver, ended: Ended
