@@ -1,6 +1,7 @@
 """The pages on a server of two workers (`netra serve --workers 2 --redis URL`): a viewer page
 whose worker is killed comes back by itself, on the other worker, and plays on; the streamer
-page on that other worker never notices."""
+page on that other worker never notices; a viewer page whose socket drops gets its session back
+whichever worker its reconnect reaches."""
 
 from __future__ import annotations
 
@@ -106,3 +107,34 @@ async def test_a_viewer_whose_worker_is_killed_plays_again_on_the_other_worker_b
     # The streamer's worker lived on: its page never left "live".
     seen = await states_seen(streamer)
     assert not [s for s in seen if s.startswith(("reconnecting", "ended", "error"))], seen
+
+
+DROPS = 8  # dropped sockets: every reconnect reaches the session's own worker at 2^-8
+
+
+async def test_a_viewer_page_whose_socket_drops_resumes_on_whichever_worker_takes_it_back(
+    netra: NetraServer, pages: Pages
+) -> None:
+    """The kernel hands each new connection to either worker: a reconnect that reaches the
+    worker not holding the page's session is piped to the one that does."""
+    room = new_room()
+    streamer = await tapped_tab(pages, pages.streamer_path(room), SignalingTap())
+    await go_live(streamer)
+    tap = SignalingTap()
+    viewer = await tapped_tab(pages, f"/watch/{room}", tap)
+    home = await joined_node(tap)
+    await wait_video_size(viewer, 1280, 720, timeout=15)
+
+    for _ in range(DROPS):
+        sockets = len(tap.sockets)
+        await tap.drop(tap.sockets[-1], server_notices=True)
+        await eventually(
+            lambda n=sockets: len(tap.sockets) > n and bool(tap.sockets[-1].received("joined")),
+            "the page to join again",
+            timeout=10,
+        )
+        joined = tap.sockets[-1].received("joined")[0]
+        assert joined["resumed"] is True and joined["node"] == home, joined
+    # One peer connection all along: no reconnect cost the page a renegotiation.
+    assert sum(len(s.received("offer")) for s in tap.sockets) == 1
+    await assert_frames_advance([viewer], "viewer")
