@@ -143,6 +143,7 @@ async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
                     group["missing"] += max(0, expected - (stream.packets - p0))
                     if stream.video:
                         group["latencies"].extend(stream.latency_samples())
+            copies = await origin_copies(cluster.origin)
         finally:
             ticks.cancel()
             await asyncio.gather(*(b.close() for b in bots), return_exceptions=True)
@@ -167,7 +168,23 @@ async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
             result[f"hop_adds_{q}_ms"] = round(edge - origin, 1)
             result[f"hop_adds_{q}_ms_beyond_link_delay"] = round(edge - origin - args.delay_ms, 1)
     result["links"] = links
+    result["origin_copies"] = copies
     return result
+
+
+async def origin_copies(origin: NetraTarget) -> dict[str, int]:
+    """How the origin's subscriptions (the pulls' among them) stand on redundancy."""
+    rooms = await api_rooms(origin)
+    subscriptions = [
+        s
+        for room in rooms["rooms"]
+        for publication in room["publications"]
+        for s in publication["subscriptions"]
+    ]
+    return {
+        "subscriptions_in_two_copies": sum(s["copies"] > 1 for s in subscriptions),
+        "times_raised": sum(s["copies_raised"] for s in subscriptions),
+    }
 
 
 async def skew(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
@@ -246,14 +263,18 @@ async def until_no_pull(edge: NetraTarget, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def edge_pulls(edge: NetraTarget) -> dict[str, Any]:
+async def api_rooms(node: NetraTarget) -> dict[str, Any]:
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
         async with http.get(
-            f"{edge.url}/api/rooms", headers={"Authorization": f"Bearer {edge.admin_token()}"}
+            f"{node.url}/api/rooms", headers={"Authorization": f"Bearer {node.admin_token()}"}
         ) as response:
-            return dict((await response.json())["cluster"]["pulls"])
+            return dict(await response.json())
+
+
+async def edge_pulls(edge: NetraTarget) -> dict[str, Any]:
+    return dict((await api_rooms(edge))["cluster"]["pulls"])
 
 
 async def joiners(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
@@ -475,7 +496,8 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.01, help="each way, origin-edge links")
     parser.add_argument("--cores", type=float, help="each node's CPU quota")
     parser.add_argument(
-        "--relay-copies", type=int, default=1, help="datagrams of each packet sent to a pull"
+        "--relay-copies", type=int, help="datagrams of each packet sent to a pull (0: adapt to"
+        " loss; default: the server's)"
     )
     parser.add_argument("--origin-viewers", type=int, default=10, help="hop: the reference")
     parser.add_argument("--hop-edges", type=int, default=1, help="hop")

@@ -202,13 +202,14 @@ class Config(BaseSettings):
     ] = 1
     relay_copies: Annotated[
         int,
-        Field(ge=1, le=3),
+        Field(ge=0, le=3),
         Flag(
-            "datagrams sent of each packet a node pulls from this one: 2 over a lossy network"
-            " (each copy is lost on its own), at that many times the pull's bandwidth",
+            "datagrams sent of each packet a node pulls from this one (each copy is lost on its"
+            " own, at that many times the pull's bandwidth); 0: one, and two while the pull"
+            " reports loss",
             "N",
         ),
-    ] = 1
+    ] = 0
     relay_linger: Annotated[
         float,
         Field(ge=0),

@@ -46,7 +46,7 @@ class ClusterOptions:
     cores: float | None = None  # each node's CPU quota
     room: str = "bench"
     relay_linger: float = 30.0
-    relay_copies: int = 1  # datagrams of each packet an origin sends its pulls
+    relay_copies: int | None = None  # --relay-copies of each node; None: the server's default
 
 
 class Cluster:
@@ -98,7 +98,7 @@ class Cluster:
             "--redis", self.redis.url, "--node-id", host.name,
             "--relay-linger", str(self.options.relay_linger),
         )  # fmt: skip
-        if self.options.relay_copies != 1:  # so that an older checkout (--baseline) runs too
+        if self.options.relay_copies is not None:  # so that an older checkout runs too
             args += ("--relay-copies", str(self.options.relay_copies))
         return NetraTarget(
             self.options.room,

@@ -29,6 +29,7 @@ from netra.errors import ProtocolError, UserError
 from netra.media import aiortc_private
 from netra.media.codecs import FORWARDED, forwardable, viewer_preferences
 from netra.media.publication import Publication
+from netra.media.redundancy import Redundancy
 from netra.media.sdp import add_start_bitrate, announce_address
 from netra.media.subscription import Subscription
 
@@ -112,7 +113,8 @@ class Peer:
         on_state: StateListener,
         copies: int = 1,
     ) -> None:
-        """`copies`: datagrams sent of each packet to this peer (a pull across a lossy link)."""
+        """`copies`: datagrams sent of each packet to this peer (a pull across a lossy link;
+        0: as the loss it reports needs, netra.media.redundancy)."""
         self.pc = RTCPeerConnection(
             RTCConfiguration(
                 # Always explicit: with none, aiortc would query a public STUN server.
@@ -122,7 +124,7 @@ class Peer:
         )
         self.publications: list[Publication] = []
         self.subscriptions: list[Subscription] = []
-        self.copies = copies
+        self.redundancy = Redundancy(copies)
         self.state = "new"
         self.closed = False
         self._announced_ip = announced_ip
@@ -188,7 +190,7 @@ class Peer:
         for publication in sorted(publications, key=lambda p: KINDS.index(p.kind)):
             transceiver = self.pc.addTransceiver(publication.kind, direction="sendonly")
             transceiver.setCodecPreferences(viewer_preferences(publication.codec))
-            self.subscriptions.append(Subscription(publication, transceiver, self.copies))
+            self.subscriptions.append(Subscription(publication, transceiver, self.redundancy))
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
         return self._local_sdp()
@@ -225,7 +227,7 @@ class Peer:
             ) from None
         for publication, transceiver in pending:
             if transceiver.mid is not None:
-                self.subscriptions.append(Subscription(publication, transceiver, self.copies))
+                self.subscriptions.append(Subscription(publication, transceiver, self.redundancy))
         await self._answer()
         await self._apply_held_candidates()
         return self._local_sdp()

@@ -33,12 +33,14 @@ from netra.media.aiortc_private import SENT
 from netra.media.fanout import EVENT_BLOCKED, EVENT_FAILED, EVENT_STARTED, Viewer, ViewerState
 from netra.media.forwarder import (
     RetransmitBudget,
+    seq_newer,
     take_retransmit,
     upstream_seq,
     viewer_rtp_timestamp,
 )
 from netra.media.forwarder import resync as forwarder_resync
 from netra.media.publication import Group, Publication
+from netra.media.redundancy import Redundancy
 
 RTCP_PSFB_FIR = 4
 COUNTS = ("packets", "octets", "dropped", "send_failures", "blocked")
@@ -49,10 +51,13 @@ KEYFRAME_RETRY_SECONDS = 1.0
 
 class Subscription:
     def __init__(
-        self, publication: Publication, transceiver: RTCRtpTransceiver, copies: int = 1
+        self,
+        publication: Publication,
+        transceiver: RTCRtpTransceiver,
+        redundancy: Redundancy | None = None,
     ) -> None:
         self.publication = publication
-        self.copies = copies
+        self.redundancy = redundancy or Redundancy()  # a pull's, shared by its tracks
         self.kind = publication.kind
         sender: RTCRtpSender = transceiver.sender
         self.ssrc = aiortc_private.sender_ssrc(sender)
@@ -63,6 +68,8 @@ class Subscription:
         self._send: aiortc_private.DirectSend | None = None
         self._sr_sent_at: dict[int, float] = {}
         self._budget = RetransmitBudget()
+        self._observed_packets = 0  # what the redundancy was last told of
+        self._newest_nacked: int | None = None
         self._keyframe_retry: asyncio.TimerHandle | None = None
         self.closed = False
         self.stats: dict[str, Any] = {
@@ -112,7 +119,7 @@ class Subscription:
             payload_type=self.payload_type,
             ts_offset=random.getrandbits(32),
             next_out_seq=random.getrandbits(16),
-            copies=self.copies,
+            copies=self.redundancy.copies,
         )
         route = self._send.live_route() if fanout.native() else None
         self.viewer = fanout.viewer(self._send, route, state)
@@ -204,10 +211,14 @@ class Subscription:
         if self.closed:
             return
         self.stats["rtcp"] += 1
+        lost = 0
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             self.stats["nacks"] += 1
             now = time.monotonic()
             for out_seq in dict.fromkeys(packet.lost):  # unique, in the viewer's order
+                if self._newest_nacked is None or seq_newer(out_seq, self._newest_nacked):
+                    self._newest_nacked = out_seq  # asked for the first time
+                    lost += 1
                 self._retransmit(out_seq, now)
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
@@ -222,6 +233,20 @@ class Subscription:
             for report in packet.reports:
                 if report.ssrc == self.ssrc:
                     self._on_receiver_report(report)
+        if self.redundancy.adaptive:
+            self._observe_loss(lost)
+
+    def _observe_loss(self, lost: int) -> None:
+        """Tell the pull's redundancy what was sent and lost since the last RTCP (a NACK or
+        the receiver report that comes about once a second), and follow its answer."""
+        if self.viewer is None:
+            return
+        state = self.viewer.state
+        sent = int(state.packets) - self._observed_packets
+        self._observed_packets += sent
+        copies = self.redundancy.observe(sent, lost, time.monotonic())
+        if state.copies != copies:
+            state.copies = copies
 
     def _on_receiver_report(self, report: Any) -> None:
         self.stats["fraction_lost"] = report.fraction_lost
@@ -284,6 +309,8 @@ class Subscription:
             "kind": self.kind,
             "ssrc": self.ssrc,
             "fanout": "native" if isinstance(self.viewer, fanout.NativeViewer) else "python",
+            "copies": self.redundancy.copies,
+            "copies_raised": self.redundancy.switches,
             **self.snapshot_counts(),
             **self.stats,
         }
