@@ -6,6 +6,7 @@ node name, sharing a real redis-server; their viewers and streamers are real aio
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiortc.rtp import is_rtcp
 
 from netra.app import create_app
 from netra.bench.redis_server import RedisServer
 from netra.bench.target import free_port
 from netra.config import Config
+from netra.media import aiortc_private
+from netra.media.redundancy import WINDOW_PACKETS
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
@@ -263,6 +267,70 @@ async def test_a_key_whose_node_is_gone_joins_afresh(cluster: Cluster) -> None:
     joined = await client.next_message("joined")
     assert joined["resumed"] is False and joined["resumeError"] == "expired", joined
     assert joined["node"] == "origin"
+
+
+def lose_on_the_way_into(room: Any, every: int, kind: str | None = None) -> None:
+    """Drop every `every`-th RTP datagram (of `kind`'s SSRC, if given) that reaches the peer
+    connection feeding the room's publications, before SRTP, as a lossy link would."""
+    publication = room.publications[0]
+    connection = publication._receiver.transport.transport._connection
+    ssrcs = {p.media_ssrc for p in room.publications if kind is None or p.kind == kind}
+    receive = getattr(connection, aiortc_private._DIRECT)
+    counted = itertools.count(1)
+
+    def lossy(data: bytes) -> bool:
+        ssrc = int.from_bytes(data[8:12], "big")
+        if not is_rtcp(data) and ssrc in ssrcs and next(counted) % every == 0:
+            return True  # taken, and gone
+        return bool(receive(data))
+
+    setattr(connection, aiortc_private._DIRECT, lossy)
+
+
+def origin_subscriptions(node: Node) -> list[Any]:
+    return [
+        subscription
+        for publication in node.room("show").publications
+        for group in publication._groups.values()
+        for subscription in group.subscriptions
+    ]
+
+
+async def test_a_pull_whose_link_loses_packets_gets_two_copies_of_each(cluster: Cluster) -> None:
+    origin, edge = cluster.nodes
+    viewer = await watching_on_the_edge(cluster)
+    pulls = origin_subscriptions(origin)
+    assert [int(s.viewer.state.copies) for s in pulls] == [1, 1]  # the default: as needed
+
+    lose_on_the_way_into(edge.room("show"), every=25)  # 4 % between the nodes
+    await wait_for(
+        lambda: all(int(s.viewer.state.copies) == 2 for s in pulls),
+        "the origin sends both of the pull's tracks twice",
+        timeout=15,
+    )
+    await viewer.reception.wait_more_frames(video=30, audio=30)
+
+
+async def test_a_pull_keeps_one_copy_when_the_packets_were_lost_before_the_origin(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    viewer = await watching_on_the_edge(cluster)
+    pulls = origin_subscriptions(origin)
+    video = next(s for s in pulls if s.kind == "video")
+    sent = sum(int(s.viewer.state.packets) for s in pulls)
+
+    # The streamer's link loses 4 % of the video: the edge misses those packets too, and asks
+    # the origin, which is waiting for them itself (or sends them late, as they are repaired).
+    lose_on_the_way_into(origin.room("show"), every=25, kind="video")
+    await wait_for(
+        lambda: video.stats["nacks"] >= 5
+        and sum(int(s.viewer.state.packets) for s in pulls) - sent > 3 * WINDOW_PACKETS,
+        "the edge NACKed the streamer's losses over three windows",
+        timeout=30,
+    )
+    assert [(int(s.viewer.state.copies), s.redundancy.switches) for s in pulls] == [(1, 0)] * 2
+    await viewer.reception.wait_more_frames(video=30, audio=30)
 
 
 @pytest.mark.server_config(relay_copies=2)

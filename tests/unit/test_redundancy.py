@@ -6,8 +6,10 @@ import random
 
 from netra.media.redundancy import (
     HOLD_SECONDS,
+    NACK_MEMORY_SECONDS,
     PROBE_SECONDS,
     WINDOW_PACKETS,
+    FirstNacks,
     Redundancy,
 )
 
@@ -80,3 +82,18 @@ def test_fixed_copies_ignore_loss() -> None:
         link = Link(Redundancy(copies), loss=0.05 if copies == 1 else 0.0)
         link.run(60)
         assert {c for _, c in link.timeline} == {copies}
+
+
+def test_a_sequence_number_counts_once_however_often_it_is_nacked() -> None:
+    nacked = FirstNacks()
+    # aiortc asks again for everything still missing each time it finds a new gap.
+    asked = [[7], [7, 9], [7, 9, 12], [65535, 0, 7]]
+    firsts = [[s for s in nack if nacked.first(s, now=0.1 * i)] for i, nack in enumerate(asked)]
+    assert firsts == [[7], [9], [12], [65535, 0]]
+
+
+def test_a_sequence_number_counts_again_when_it_comes_round_after_minutes() -> None:
+    nacked = FirstNacks()
+    assert nacked.first(1000, now=0.0)
+    assert not nacked.first(1000, now=NACK_MEMORY_SECONDS - 1)
+    assert nacked.first(1000, now=200.0)  # 65,536 packets later: another packet

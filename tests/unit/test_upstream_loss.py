@@ -43,6 +43,9 @@ async def test_a_late_packet_reaches_viewers_and_a_joiner_without_moving_the_new
     send(publication, 12, DELTA_START)  # the repair of a loss upstream
 
     assert [seq for seq, _ in viewer.received] == [10, 11, 13, 14, 12]
+    # A pull's NACK for it is no sign of loss between the nodes (netra.media.redundancy).
+    assert publication.arrived_late(12)
+    assert not any(publication.arrived_late(seq) for seq in (10, 11, 13, 14))
     clock.now += 0.1
     joiner = FakeSubscription()
     publication.attach(joiner)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from time import monotonic  # one name, so tests can move this module's clock alone
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ KEYFRAME_REQUEST_INTERVAL = 0.55
 # limit may hold back; equal to the interval, so no joiner ever waits on the limiter.
 CATCH_UP_SECONDS = KEYFRAME_REQUEST_INTERVAL
 KEYFRAME_IN_FLIGHT = 0.25  # a keyframe asked for this recently is still on its way
+LATE_REMEMBERED = 64  # upstream repairs and reorderings are rare: a few a second at most
 CATCH_UP_MAX_PACKETS = 512  # bound on one replay (0.5 s of 720p is ~150 packets)
 
 
@@ -195,6 +197,7 @@ class Publication:
         # first viewer gets the fast start too, not a keyframe request.
         self._since_keyframe: list[RtpPacket] = []
         self._newest_seq: int | None = None
+        self._late: deque[int] = deque(maxlen=LATE_REMEMBERED)  # sequence numbers, as they came
         self._requested_at = float("-inf")  # monotonic time of the last PLI sent
         self._pending_keyframe_request: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -235,6 +238,8 @@ class Publication:
                 self._since_keyframe.clear()
             self._newest_seq = seq
             self._newest_ts = ts
+        else:
+            self._late.append(seq)
         if self._keyframe is not None and len(self._since_keyframe) < CATCH_UP_MAX_PACKETS:
             self._since_keyframe.append(packet)
         if not self._groups:
@@ -394,6 +399,11 @@ class Publication:
             self._pending_keyframe_request.cancel()
             self._pending_keyframe_request = None
         self._groups.clear()
+
+    def arrived_late(self, seq: int) -> bool:
+        """Whether a recent packet came after a newer one (repaired or reordered upstream), so
+        that viewers got it out of order."""
+        return seq in self._late
 
     @property
     def newest_seq(self) -> int | None:

@@ -13,6 +13,11 @@ that finds loss doubles the hold; one that finds none ends it.
 
 from __future__ import annotations
 
+from collections import deque
+
+# aiortc's NACK generator asks again for what is still missing at each new gap, for a few
+# seconds at most (audio); a 16-bit number comes round again only after minutes.
+NACK_MEMORY_SECONDS = 10.0
 # A window closes after this many packets: long enough that a clean link's stray loss does
 # not look like 0.5 %, short enough (about 1.5 s of 720p) to switch before many repairs.
 WINDOW_PACKETS = 500
@@ -63,3 +68,23 @@ class Redundancy:
             self._probe_until = None
         self._sent = self._lost = 0
         return self.copies
+
+
+class FirstNacks:
+    """Which of a receiver's NACKed sequence numbers it asks for the first time."""
+
+    __slots__ = ("_recent", "_seqs")
+
+    def __init__(self) -> None:
+        self._recent: deque[tuple[float, int]] = deque()
+        self._seqs: set[int] = set()
+
+    def first(self, seq: int, now: float) -> bool:
+        recent = self._recent
+        while recent and recent[0][0] < now - NACK_MEMORY_SECONDS:
+            self._seqs.discard(recent.popleft()[1])
+        if seq in self._seqs:
+            return False
+        recent.append((now, seq))
+        self._seqs.add(seq)
+        return True

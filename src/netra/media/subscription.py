@@ -33,14 +33,13 @@ from netra.media.aiortc_private import SENT
 from netra.media.fanout import EVENT_BLOCKED, EVENT_FAILED, EVENT_STARTED, Viewer, ViewerState
 from netra.media.forwarder import (
     RetransmitBudget,
-    seq_newer,
     take_retransmit,
     upstream_seq,
     viewer_rtp_timestamp,
 )
 from netra.media.forwarder import resync as forwarder_resync
 from netra.media.publication import Group, Publication
-from netra.media.redundancy import Redundancy
+from netra.media.redundancy import FirstNacks, Redundancy
 
 RTCP_PSFB_FIR = 4
 COUNTS = ("packets", "octets", "dropped", "send_failures", "blocked")
@@ -68,8 +67,8 @@ class Subscription:
         self._send: aiortc_private.DirectSend | None = None
         self._sr_sent_at: dict[int, float] = {}
         self._budget = RetransmitBudget()
-        self._observed_packets = 0  # what the redundancy was last told of
-        self._newest_nacked: int | None = None
+        self._observed = (0, 0)  # packets sent and sends blocked when redundancy last heard
+        self._nacked = FirstNacks()
         self._keyframe_retry: asyncio.TimerHandle | None = None
         self.closed = False
         self.stats: dict[str, Any] = {
@@ -211,15 +210,21 @@ class Subscription:
         if self.closed:
             return
         self.stats["rtcp"] += 1
-        lost = 0
+        lost = 0  # on the way to this viewer
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             self.stats["nacks"] += 1
             now = time.monotonic()
+            counting = self.redundancy.adaptive
             for out_seq in dict.fromkeys(packet.lost):  # unique, in the viewer's order
-                if self._newest_nacked is None or seq_newer(out_seq, self._newest_nacked):
-                    self._newest_nacked = out_seq  # asked for the first time
+                in_seq = self._retransmit(out_seq, now)
+                # Not what the streamer's path lost: that was never sent, or sent late.
+                if (
+                    counting
+                    and self._nacked.first(out_seq, now)
+                    and in_seq is not None
+                    and not self.publication.arrived_late(in_seq)
+                ):
                     lost += 1
-                self._retransmit(out_seq, now)
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 self.stats["keyframe_requests"] += 1
@@ -242,8 +247,11 @@ class Subscription:
         if self.viewer is None:
             return
         state = self.viewer.state
-        sent = int(state.packets) - self._observed_packets
-        self._observed_packets += sent
+        packets, blocked = int(state.packets), int(state.blocked)
+        if blocked != self._observed[1]:
+            lost = 0  # this node's own socket dropped packets: not the link's loss
+        sent = packets - self._observed[0]
+        self._observed = (packets, blocked)
         copies = self.redundancy.observe(sent, lost, time.monotonic())
         if state.copies != copies:
             state.copies = copies
@@ -256,25 +264,26 @@ class Subscription:
             rtt = time.monotonic() - sent_at - report.dlsr / 65536
             self.stats["rtt_ms"] = round(max(rtt, 0.0) * 1000, 2)
 
-    def _retransmit(self, out_seq: int, now: float) -> None:
+    def _retransmit(self, out_seq: int, now: float) -> int | None:
+        """Answer a NACK; returns the packet's upstream number if it had been sent."""
         if self.viewer is None or self._group is None or self._send is None:
-            return
+            return None
         state = self.viewer.state
         in_seq = upstream_seq(state, out_seq)
         if in_seq is None:
-            return  # not ours under the current mapping (e.g. from before a resync)
+            return None  # not ours under the current mapping (e.g. from before a resync)
         history = self._group.history
         template = history.get(in_seq)
         if template is None:
             if history.awaited(in_seq, self.publication.newest_seq):
                 self.stats["retransmits_awaited"] += 1  # forwarded when it arrives
-                return
+                return None
             self.resync()  # too old to repair: a picture that decodes beats a broken one
-            return
+            return None
         if not take_retransmit(self._budget, now):
             self.stats["retransmits_refused"] += 1
             self.resync()
-            return
+            return in_seq
         ts = int.from_bytes(template[4:8], "big")
         result = self._send.rtp_rewritten(
             template, out_seq, viewer_rtp_timestamp(state, ts), self.ssrc
@@ -283,6 +292,7 @@ class Subscription:
             self.stats["retransmitted"] += 1
         else:
             state.send_failures += 1
+        return in_seq
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -309,7 +319,7 @@ class Subscription:
             "kind": self.kind,
             "ssrc": self.ssrc,
             "fanout": "native" if isinstance(self.viewer, fanout.NativeViewer) else "python",
-            "copies": self.redundancy.copies,
+            "copies": int(self.viewer.state.copies) if self.viewer else self.redundancy.copies,
             "copies_raised": self.redundancy.switches,
             **self.snapshot_counts(),
             **self.stats,
