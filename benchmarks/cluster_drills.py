@@ -24,6 +24,9 @@ and prints one JSON object; `--json FILE` writes them all. docs/scale-out.md quo
   it against before it, whether any node exited, and when the room has its origin again.
 - origin-killed: `kill -9` the origin; when edge viewers are told, and, once the streamer
   publishes again on an edge, how long after its first keyframe they play.
+- streamer-back: `kill -9` the origin; half a second later its streamer publishes again on an
+  edge (retrying `streamer-exists` every 0.25 s, as its page would); when it is accepted, and
+  when viewers who then join each edge play, counted from the kill.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from netra.cluster.redis_directory import origin_key
 
 DRILLS = (
     "hop", "skew", "cold-edge", "joiners", "kill-edge", "link-cut", "redis-outage", "origin-killed",
+    "streamer-back",
 )  # fmt: skip
 
 
@@ -458,6 +462,60 @@ async def origin_killed(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
     }
 
 
+async def publish_until_accepted(
+    node: NetraTarget, clip: Clip, deadline: float
+) -> tuple[SyntheticPublisher, int]:
+    """Publish on `node`, again every 0.25 s while the room is another node's, until
+    `deadline` (time.perf_counter())."""
+    attempts = 0
+    while True:
+        attempts += 1
+        publisher = SyntheticPublisher(clip)
+        try:
+            await publisher.start(node)
+            return publisher, attempts
+        except RuntimeError as exc:
+            await publisher.close()
+            if "streamer-exists" not in str(exc) or time.perf_counter() > deadline:
+                raise
+        await asyncio.sleep(0.25)
+
+
+async def streamer_back(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
+    async with streaming(args, clip, edges=2) as (cluster, _):
+        viewers: list[ViewerBot] = []
+        ticks: asyncio.Task[None] | None = None
+        try:
+            cluster.kill(cluster.origin)
+            killed = time.perf_counter()
+            await asyncio.sleep(0.5)  # the page's socket drops, and it reconnects to an edge
+            publisher, attempts = await publish_until_accepted(
+                cluster.edges[1], clip, killed + 15
+            )
+            accepted = time.perf_counter() - killed
+            try:
+                viewers = [ViewerBot(i, None) for i in range(10)]
+                ticks = asyncio.create_task(ticking(viewers))
+                await asyncio.gather(*(b.start(cluster.edges[b.index % 2]) for b in viewers))
+                await all_set([b.keyframed for b in viewers], 15)
+                playing = [
+                    b.video.keyframe_at - killed for b in viewers if b.video and b.video.keyframe_at
+                ]
+            finally:
+                await publisher.close()
+        finally:
+            if ticks is not None:
+                ticks.cancel()
+            await asyncio.gather(*(b.close() for b in viewers), return_exceptions=True)
+    return {
+        "accepted_after_kill_ms": ms(accepted),
+        "attempts": attempts,
+        "viewers": len(viewers),
+        "playing_after_kill_p50_ms": ms(statistics.median(playing)) if playing else None,
+        "playing_after_kill_max_ms": ms(max(playing)) if playing else None,
+    }
+
+
 RUNNERS = {
     "hop": hop,
     "skew": skew,
@@ -467,6 +525,7 @@ RUNNERS = {
     "link-cut": link_cut,
     "redis-outage": redis_outage,
     "origin-killed": origin_killed,
+    "streamer-back": streamer_back,
 }
 
 

@@ -168,8 +168,9 @@ class _NodeEars:
                 room.set_remote_audience(count)
 
     def lost(self, room_id: str) -> None:
-        """Another node holds this room's origin claim now (it was lost in a Redis outage):
-        one origin per room again, so the stream here ends; its streamer may publish again."""
+        """Another node holds this room's origin claim now (it was lost in a Redis outage, or
+        taken by a node this one did not answer): one origin per room again, so the stream
+        here ends; its streamer may publish again."""
         room = self._rooms.get(room_id)
         if room is not None and room.streamer is not None and room.streamer.via != "relay":
             room.end_stream(room.streamer, "origin-moved")

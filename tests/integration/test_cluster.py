@@ -35,9 +35,16 @@ class Node:
     name: str
     server: Server
     peers: Peers
+    runner: web.AppRunner
 
     def room(self, room_id: str) -> Any:
         return self.server.app[SERVICES].context.rooms.get(room_id)
+
+    async def stop_answering(self) -> None:
+        """As a node killed, or cut off from the others: no new connection reaches it. (It
+        runs on, so its claims stay in Redis, renewed.)"""
+        for site in list(self.runner.sites):
+            await site.stop()
 
 
 @dataclass
@@ -71,7 +78,7 @@ async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
             runners.append(runner)
             await web.TCPSite(runner, "127.0.0.1", port).start()
             server = Server(url=f"http://127.0.0.1:{port}", app=app)
-            nodes.append(Node(name, server, Peers(server)))
+            nodes.append(Node(name, server, Peers(server), runner))
         yield Cluster(redis, nodes)
     finally:
         for node in nodes:
@@ -143,6 +150,28 @@ async def test_when_the_origins_streamer_leaves_edge_viewers_hear_the_end_and_pl
     await viewer.signaling.next_message("stream-started", timeout=5)
     await viewer.watch(video=5, audio=5)
     assert edge.room("show").streamer.via == "ws"
+
+
+async def test_a_streamer_publishes_again_at_once_on_another_node_when_its_origin_stops_answering(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    first = await origin.peers.publisher("show")
+    await first.join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
+
+    await origin.stop_answering()
+    # Its claim would hold the room for as long as the node renews it (a dead node's: 5 s
+    # more); the edge finds the node does not answer and takes the claim.
+    comeback = await edge.peers.publisher("show", colour=(200, 40, 40))
+    await comeback.join_and_publish()
+    await viewer.signaling.next_message("stream-started", timeout=5)
+    await viewer.watch(video=5, audio=5)
+    assert edge.room("show").streamer.via == "ws"
+    # Should the old origin live on, cut off, its next tick finds the claim gone: one origin.
+    await wait_for(lambda: not origin.room("show").live, "the old origin's stream ended", 5)
 
 
 @pytest.mark.server_config(relay_linger=0.3)

@@ -106,6 +106,27 @@ async def test_a_released_room_can_be_claimed_by_another_node_with_a_new_epoch(
     assert (second.node.id, second.epoch) == ("b", first.epoch + 1)
 
 
+async def test_a_claim_is_taken_only_from_the_node_named_as_not_answering(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.1)
+    a, b, c = await nodes.node("a"), await nodes.node("b"), await nodes.node("c")
+    first = await a.claim("show")
+    assert (await b.claim("show", replacing="c")).node.id == "a"  # not the holder: no effect
+    # Of two nodes that found a gone, one takes the room; the other is told it has an origin.
+    taken, late = await asyncio.gather(
+        b.claim("show", replacing="a"), c.claim("show", replacing="a")
+    )
+    assert (taken.node.id, taken.epoch) == ("b", first.epoch + 1)
+    assert late == taken
+    assert (await a.origins(["show"])) == {"show": taken}
+
+    async def told() -> bool:
+        return nodes.lost["a"] == ["show"]  # a lives on, cut off: its next tick ends its stream
+
+    await wait_for(told, "a to be told it lost the room", timeout=2.0)
+
+
 async def test_a_claim_outlives_its_ttl_while_its_node_ticks(
     nodes: Nodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

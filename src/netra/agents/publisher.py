@@ -41,8 +41,15 @@ class PublisherAgent(Agent):
         local = self.context.rooms.get(room_id)
         if local is not None and local.streamer is not None and local.streamer.via != "relay":
             return  # the room refuses the join: it has a streamer here
-        directory = self.context.directory
+        directory, relays = self.context.directory, self.context.relays
         origin = await directory.claim(room_id)
+        here = origin.node.id == directory.node.id
+        if not here and relays is not None and not await relays.answers(origin.node):
+            # Its node is gone (killed, or cut off from this one): its claim would hold the
+            # room until it expires, and the streamer is here now.
+            self.log.warning("taking the origin claim of node %s, which does not answer",
+                             origin.node.id)  # fmt: skip
+            origin = await directory.claim(room_id, replacing=origin.node.id)
         if origin.node.id != directory.node.id:
             raise UserError(
                 f"room {room_id!r} already has a streamer (on node {origin.node.id})",

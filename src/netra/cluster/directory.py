@@ -53,7 +53,8 @@ class DirectoryListener(Protocol):
         """The other nodes' viewers of those rooms."""
 
     def lost(self, room: str) -> None:
-        """Another node holds this room's origin claim now (after a Redis outage)."""
+        """Another node holds this room's origin claim now (after a Redis outage, or taken by a
+        node this one did not answer)."""
 
 
 class Directory(Protocol):
@@ -64,8 +65,9 @@ class Directory(Protocol):
     async def close(self) -> None:
         """Release every claim this node holds."""
 
-    async def claim(self, room: str) -> Origin:
-        """Make this node the room's origin, or return the origin another node is. Raises
+    async def claim(self, room: str, replacing: str | None = None) -> Origin:
+        """Make this node the room's origin, or return the origin another node is; the claim
+        of the node `replacing` names (one that does not answer) is taken. Raises
         `directory-unavailable` when it cannot tell."""
 
     async def release(self, room: str) -> None:
@@ -102,7 +104,7 @@ class LocalDirectory:
     async def close(self) -> None:
         self._held.clear()
 
-    async def claim(self, room: str) -> Origin:
+    async def claim(self, room: str, replacing: str | None = None) -> Origin:
         origin = self._held.get(room)
         if origin is None:
             epoch = self._epochs[room] = self._epochs.get(room, 0) + 1

@@ -3,8 +3,9 @@
 Keys (prefix `netra:`, values JSON):
 - `node:{id}`: the node's relay URL, expiring NODE_TTL after the node's last tick;
 - `origin:{room}`: the origin claim `{node, relay, epoch}`, set only if absent (one script, so
-  that of any number of racing streamers exactly one wins) and expiring CLAIM_TTL after the
-  holder's last renewal: a dead node's rooms free themselves;
+  that of any number of racing streamers exactly one wins), or if held by the node a claimant
+  names as not answering, and expiring CLAIM_TTL after the holder's last renewal: a dead node's
+  rooms free themselves;
 - `epoch:{room}`: counts the room's origins;
 - `audience:{room}`: a hash, node → `count:milliseconds`, each node's viewers of the room.
 
@@ -44,7 +45,7 @@ TIMEOUT_SECONDS = 1.0
 
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
-if current then return current end
+if current and cjson.decode(current).node ~= ARGV[4] then return current end
 local epoch = redis.call('INCR', KEYS[2])
 local value = cjson.encode({node = ARGV[1], relay = ARGV[2], epoch = epoch})
 redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
@@ -153,12 +154,12 @@ class RedisDirectory:
                 break
         await self._redis.aclose()
 
-    async def claim(self, room: str) -> Origin:
+    async def claim(self, room: str, replacing: str | None = None) -> Origin:
         try:
             value = await self._call(
                 self._claim(
                     keys=[origin_key(room), f"{PREFIX}epoch:{room}"],
-                    args=[self.node.id, self.node.relay_url, CLAIM_TTL_MS],
+                    args=[self.node.id, self.node.relay_url, CLAIM_TTL_MS, replacing or ""],
                 )
             )
         except (RedisError, OSError, TimeoutError) as exc:

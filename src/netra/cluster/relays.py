@@ -20,7 +20,7 @@ import aiohttp
 
 from netra.agents.agent import AgentContext
 from netra.agents.relay import RelayAgent
-from netra.cluster.directory import Origin
+from netra.cluster.directory import Node, Origin
 from netra.errors import NetraError
 from netra.rooms.participant import Participant
 from netra.rooms.room import Room
@@ -28,6 +28,8 @@ from netra.rooms.room import Room
 logger = logging.getLogger("netra.cluster")
 
 TICK_SECONDS = 1.0
+# Nodes are on one network: a node that takes longer to answer a probe is taken for gone.
+PROBE_SECONDS = 1.0
 
 
 class _Ears:
@@ -64,10 +66,14 @@ class Relays:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        # A new connection for each probe, as a new client makes: a pooled one can outlive
+        # the listener it came from.
+        self._probes: aiohttp.ClientSession | None = None
         self._closing = False
 
     def start(self) -> None:
         self._http = aiohttp.ClientSession()
+        self._probes = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         self._loop = asyncio.create_task(self._run(), name="relays")
 
     async def close(self) -> None:
@@ -83,6 +89,8 @@ class Relays:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
+        if self._probes is not None:
+            await self._probes.close()
 
     def want(self) -> None:
         """A viewer joined a room that has no streamer here: look now, not at the next tick."""
@@ -104,6 +112,17 @@ class Relays:
 
     def snapshot(self) -> dict[str, object]:
         return {room: agent.origin.node.id for room, agent in self._pulls.items()}
+
+    async def answers(self, node: Node) -> bool:
+        """Whether another node is there: its health check answers within PROBE_SECONDS."""
+        if self._probes is None:
+            return True  # not started: nothing known
+        timeout = aiohttp.ClientTimeout(total=PROBE_SECONDS)
+        try:
+            async with self._probes.get(f"{node.relay_url}/healthz", timeout=timeout):
+                return True
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
 
     # --- the loop ---------------------------------------------------------------------------
 
