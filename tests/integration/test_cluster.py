@@ -156,11 +156,7 @@ async def test_a_streamer_publishes_again_at_once_on_another_node_when_its_origi
     cluster: Cluster,
 ) -> None:
     origin, edge = cluster.nodes
-    first = await origin.peers.publisher("show")
-    await first.join_and_publish()
-    viewer = await edge.peers.viewer("show")
-    await viewer.join()
-    await viewer.watch(video=5, audio=5)
+    viewer = await watching_on_the_edge(cluster)
 
     await origin.stop_answering()
     # Its claim would hold the room for as long as the node renews it (a dead node's: 5 s
