@@ -6,6 +6,7 @@ node name, sharing a real redis-server; their viewers and streamers are real aio
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,10 +17,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiortc.rtp import is_rtcp
+from redis import asyncio as aioredis
 
 from netra.app import create_app
 from netra.bench.redis_server import RedisServer
 from netra.bench.target import free_port
+from netra.cluster import redis_directory
 from netra.config import Config
 from netra.media import aiortc_private
 from netra.media.redundancy import WINDOW_PACKETS
@@ -40,11 +43,34 @@ class Node:
     def room(self, room_id: str) -> Any:
         return self.server.app[SERVICES].context.rooms.get(room_id)
 
-    async def stop_answering(self) -> None:
-        """As a node killed, or cut off from the others: no new connection reaches it. (It
-        runs on, so its claims stay in Redis, renewed.)"""
+    @property
+    def directory(self) -> Any:
+        return self.server.app[SERVICES].context.directory
+
+    async def stop_listening(self) -> None:
+        """No new connection reaches it (a probe of it fails), as if it were killed."""
         for site in list(self.runner.sites):
             await site.stop()
+
+    def stop_ticking(self) -> None:
+        """Its claims are renewed no more, as if it were killed (or stalled). The flag as well
+        as the cancel: Python 3.11's wait_for can swallow a cancellation."""
+        self.directory._closing = True
+        self.directory._ticker.cancel()
+
+    def tick_again(self) -> None:
+        self.directory._closing = False
+        self.directory._ticker = asyncio.create_task(self.directory._tick_forever())
+
+
+async def stopped_ticking(cluster: Cluster, node: Node) -> bool:
+    """Whether Redis holds the node's tick for stale (redis_directory.STALE_MS)."""
+    client = aioredis.from_url(cluster.redis.url)
+    try:
+        left = await client.pttl(f"{redis_directory.PREFIX}node:{node.directory.node.id}")
+    finally:
+        await client.aclose()
+    return bool(left < redis_directory.NODE_TTL_MS - redis_directory.STALE_MS)
 
 
 @dataclass
@@ -152,22 +178,47 @@ async def test_when_the_origins_streamer_leaves_edge_viewers_hear_the_end_and_pl
     assert edge.room("show").streamer.via == "ws"
 
 
-async def test_a_streamer_publishes_again_at_once_on_another_node_when_its_origin_stops_answering(
+async def test_a_streamer_publishes_again_on_another_node_once_its_origin_stopped(
     cluster: Cluster,
 ) -> None:
     origin, edge = cluster.nodes
-    viewer = await watching_on_the_edge(cluster)
+    streamer = await origin.peers.publisher("show")
+    await streamer.join_and_publish()
+    viewer = await edge.peers.viewer("show")
+    await viewer.join()
+    await viewer.watch(video=5, audio=5)
 
-    await origin.stop_answering()
-    # Its claim would hold the room for as long as the node renews it (a dead node's: 5 s
-    # more); the edge finds the node does not answer and takes the claim.
+    # As a kill -9: its claim would hold the room until it expires (5 s); the edge finds the
+    # node neither answers nor ticks, and takes the claim.
+    await origin.stop_listening()
+    origin.stop_ticking()
+    await wait_for(lambda: stopped_ticking(cluster, origin), "the origin's tick gone stale")
     comeback = await edge.peers.publisher("show", colour=(200, 40, 40))
     await comeback.join_and_publish()
     await viewer.signaling.next_message("stream-started", timeout=5)
     await viewer.watch(video=5, audio=5)
     assert edge.room("show").streamer.via == "ws"
-    # Should the old origin live on, cut off, its next tick finds the claim gone: one origin.
-    await wait_for(lambda: not origin.room("show").live, "the old origin's stream ended", 5)
+
+    # It was only stalled: ticking again it finds the claim gone and ends its stream, and its
+    # streamer's next offer is refused: one origin.
+    origin.tick_again()
+    ended = await streamer.signaling.next_message("stream-ended", timeout=5)
+    assert ended["reason"] == "origin-moved", ended
+    await streamer.signaling.send({"type": "offer", "sdp": streamer.pc.localDescription.sdp})
+    assert (await streamer.signaling.next_message("error"))["code"] == "streamer-exists"
+
+
+async def test_an_origin_that_ticks_keeps_its_room_though_a_probe_of_it_fails(
+    cluster: Cluster,
+) -> None:
+    origin, edge = cluster.nodes
+    await (await origin.peers.publisher("show")).join_and_publish()
+    await origin.stop_listening()  # cut off from the edge, or too slow to answer, but alive
+    second = await edge.peers.signaling()
+    await second.send({"type": "join", "roomId": "show", "role": "streamer",
+                       "token": token("show", publish=True)})  # fmt: skip
+    assert (await second.next_message("error"))["code"] == "streamer-exists"
+    assert origin.room("show").live
 
 
 @pytest.mark.server_config(relay_linger=0.3)

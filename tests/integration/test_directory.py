@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from redis import asyncio as aioredis
 
 from netra.bench.redis_server import RedisServer
 from netra.cluster import redis_directory
@@ -106,25 +107,51 @@ async def test_a_released_room_can_be_claimed_by_another_node_with_a_new_epoch(
     assert (second.node.id, second.epoch) == ("b", first.epoch + 1)
 
 
-async def test_a_claim_is_taken_only_from_the_node_named_as_not_answering(
-    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+async def test_a_claim_is_taken_from_a_node_found_not_answering_once_it_has_stopped_ticking(
+    redis: RedisServer, nodes: Nodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_directory, "TICK_SECONDS", 0.1)
+    monkeypatch.setattr(redis_directory, "STALE_MS", 300)
     a, b, c = await nodes.node("a"), await nodes.node("b"), await nodes.node("c")
     first = await a.claim("show")
-    assert (await b.claim("show", replacing="c")).node.id == "a"  # not the holder: no effect
+    assert (await b.claim("show", replacing="c")).node.id == "a"  # c holds nothing
+    assert (await b.claim("show", replacing="a")).node.id == "a"  # a ticks: alive to Redis
+
+    stop_ticking(a)
+    await wait_for(lambda: a_is_stale(redis.url, "a"), "a's tick to go stale", timeout=2.0)
     # Of two nodes that found a gone, one takes the room; the other is told it has an origin.
     taken, late = await asyncio.gather(
         b.claim("show", replacing="a"), c.claim("show", replacing="a")
     )
     assert (taken.node.id, taken.epoch) == ("b", first.epoch + 1)
     assert late == taken
-    assert (await a.origins(["show"])) == {"show": taken}
+    assert b.holds("show") and not c.holds("show")
 
-    async def told() -> bool:
-        return nodes.lost["a"] == ["show"]  # a lives on, cut off: its next tick ends its stream
 
-    await wait_for(told, "a to be told it lost the room", timeout=2.0)
+async def a_is_stale(url: str, node: str) -> bool:
+    client = aioredis.from_url(url)
+    try:
+        left = await client.pttl(f"{redis_directory.PREFIX}node:{node}")
+    finally:
+        await client.aclose()
+    return bool(left < redis_directory.NODE_TTL_MS - redis_directory.STALE_MS)
+
+
+async def test_a_claim_left_by_this_nodes_previous_process_is_replaced(
+    redis: RedisServer, nodes: Nodes
+) -> None:
+    """A worker restarted under its id, on another port: edges must pull from the new one."""
+    before = await nodes.node("w1")
+    first = await before.claim("show")
+    stop_ticking(before)
+    after = RedisDirectory(Node("w1", "http://w1.test:9090"), redis.url)
+    try:
+        await after.start(Ears())
+        again = await after.claim("show")
+        assert (again.node.relay_url, again.epoch) == ("http://w1.test:9090", first.epoch + 1)
+        assert (await after.claim("show")) == again  # its own claim now: kept
+    finally:
+        await after.close()
 
 
 async def test_a_claim_outlives_its_ttl_while_its_node_ticks(

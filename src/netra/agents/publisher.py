@@ -41,23 +41,26 @@ class PublisherAgent(Agent):
         local = self.context.rooms.get(room_id)
         if local is not None and local.streamer is not None and local.streamer.via != "relay":
             return  # the room refuses the join: it has a streamer here
+        await self._take_origin(room_id)
+
+    async def _take_origin(self, room_id: str) -> None:
         directory, relays = self.context.directory, self.context.relays
         origin = await directory.claim(room_id)
         here = origin.node.id == directory.node.id
         if not here and relays is not None and not await relays.answers(origin.node):
-            # Its node is gone (killed, or cut off from this one): its claim would hold the
-            # room until it expires, and the streamer is here now.
-            self.log.warning("taking the origin claim of node %s, which does not answer",
-                             origin.node.id)  # fmt: skip
+            # Its node may be gone (killed): its claim would hold the room until it expires,
+            # and the streamer is here now. Taken only if that node has stopped ticking too.
             origin = await directory.claim(room_id, replacing=origin.node.id)
+            if origin.node.id == directory.node.id:
+                self.log.warning("took the origin claim of a node that stopped answering")
         if origin.node.id != directory.node.id:
             raise UserError(
                 f"room {room_id!r} already has a streamer (on node {origin.node.id})",
                 code="streamer-exists",
             )
         self._origin_of = room_id
-        if self.context.relays is not None:
-            await self.context.relays.stop(room_id)  # this node pulled it from a gone origin
+        if relays is not None:
+            await relays.stop(room_id)  # this node pulled it from a gone origin
 
     async def _unclaim(self, room_id: str) -> None:
         local = self.context.rooms.get(room_id)
@@ -84,6 +87,10 @@ class PublisherAgent(Agent):
         room, participant = self.room, self.participant
         if room is None or participant is None:
             raise ProtocolError("send join before offer", code="not-joined")
+        if not self.context.directory.holds(room.id):
+            # Another node took the room's origin (this one did not answer it, or Redis lost
+            # the claim) and ended the stream here: publishing again needs the claim back.
+            await self._take_origin(room.id)
         previous = self.peer
         peer = self._new_peer()
         try:

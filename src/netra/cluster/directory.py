@@ -67,8 +67,11 @@ class Directory(Protocol):
 
     async def claim(self, room: str, replacing: str | None = None) -> Origin:
         """Make this node the room's origin, or return the origin another node is; the claim
-        of the node `replacing` names (one that does not answer) is taken. Raises
-        `directory-unavailable` when it cannot tell."""
+        of the node `replacing` names (one that does not answer) is taken if that node has
+        stopped ticking too. Raises `directory-unavailable` when it cannot tell."""
+
+    def holds(self, room: str) -> bool:
+        """Whether this node is the room's origin, as of its last tick."""
 
     async def release(self, room: str) -> None:
         """This node is no longer the room's origin (its stream ended)."""
@@ -110,6 +113,9 @@ class LocalDirectory:
             epoch = self._epochs[room] = self._epochs.get(room, 0) + 1
             origin = self._held[room] = Origin(self.node, epoch)
         return origin
+
+    def holds(self, room: str) -> bool:
+        return room in self._held
 
     async def release(self, room: str) -> None:
         self._held.pop(room, None)

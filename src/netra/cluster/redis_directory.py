@@ -3,9 +3,11 @@
 Keys (prefix `netra:`, values JSON):
 - `node:{id}`: the node's relay URL, expiring NODE_TTL after the node's last tick;
 - `origin:{room}`: the origin claim `{node, relay, epoch}`, set only if absent (one script, so
-  that of any number of racing streamers exactly one wins), or if held by the node a claimant
-  names as not answering, and expiring CLAIM_TTL after the holder's last renewal: a dead node's
-  rooms free themselves;
+  that of any number of racing streamers exactly one wins), and expiring CLAIM_TTL after the
+  holder's last renewal: a dead node's rooms free themselves. It is also taken from a holder
+  that a claimant found not answering and that has not ticked for STALE_MS (a node killed: no
+  need to wait for the expiry), and from this node's own previous process (the same id, another
+  relay URL: a worker restarted);
 - `epoch:{room}`: counts the room's origins;
 - `audience:{room}`: a hash, node → `count:milliseconds`, each node's viewers of the room.
 
@@ -40,12 +42,21 @@ TICK_SECONDS = 1.0
 NODE_TTL_MS = 5000
 CLAIM_TTL_MS = 5000
 AUDIENCE_FRESH_MS = 3000
+# A node that has not ticked for this long, and does not answer, has lost its claims.
+STALE_MS = 2000
 # Each call gives up after this: a streamer is told to retry rather than wait on Redis.
 TIMEOUT_SECONDS = 1.0
 
+# KEYS: the claim, the room's epoch, the node key of ARGV[4]. ARGV: this node, its relay URL,
+# the claim TTL, the node found not answering (or ""), the node TTL left once it is stale.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
-if current and cjson.decode(current).node ~= ARGV[4] then return current end
+if current then
+  local holder = cjson.decode(current)
+  local gone = holder.node == ARGV[4] and redis.call('PTTL', KEYS[3]) < tonumber(ARGV[5])
+  local previous = holder.node == ARGV[1] and holder.relay ~= ARGV[2]
+  if not (gone or previous) then return current end
+end
 local epoch = redis.call('INCR', KEYS[2])
 local value = cjson.encode({node = ARGV[1], relay = ARGV[2], epoch = epoch})
 redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
@@ -158,8 +169,15 @@ class RedisDirectory:
         try:
             value = await self._call(
                 self._claim(
-                    keys=[origin_key(room), f"{PREFIX}epoch:{room}"],
-                    args=[self.node.id, self.node.relay_url, CLAIM_TTL_MS, replacing or ""],
+                    keys=[
+                        origin_key(room),
+                        f"{PREFIX}epoch:{room}",
+                        f"{PREFIX}node:{replacing or ''}",
+                    ],
+                    args=[
+                        self.node.id, self.node.relay_url, CLAIM_TTL_MS,
+                        replacing or "", NODE_TTL_MS - STALE_MS,
+                    ],  # fmt: skip
                 )
             )
         except (RedisError, OSError, TimeoutError) as exc:
@@ -168,6 +186,9 @@ class RedisDirectory:
         if origin.node.id == self.node.id:
             self._held[room] = value.decode() if isinstance(value, bytes) else value
         return origin
+
+    def holds(self, room: str) -> bool:
+        return room in self._held
 
     async def release(self, room: str) -> None:
         value = self._held.pop(room, None)

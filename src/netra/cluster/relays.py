@@ -115,8 +115,8 @@ class Relays:
 
     async def answers(self, node: Node) -> bool:
         """Whether another node is there: its health check answers within PROBE_SECONDS."""
-        if self._probes is None:
-            return True  # not started: nothing known
+        if self._probes is None or self._closing:
+            return True  # not started, or stopping: nothing known
         timeout = aiohttp.ClientTimeout(total=PROBE_SECONDS)
         try:
             async with self._probes.get(f"{node.relay_url}/healthz", timeout=timeout):

@@ -20,7 +20,9 @@ class _Ears(SessionEars):
     connection: when that fails, or its stream ends, the encoder POSTs again."""
 
     def stream_ended(self, reason: str) -> None:
-        if reason in ("streamer-failed", "streamer-vanished"):  # not its own DELETE
+        # Not its own DELETE; `origin-moved`: another node has the room (the encoder's POST
+        # is refused while that node's streamer publishes).
+        if reason in ("streamer-failed", "streamer-vanished", "origin-moved"):
             self.end_session(reason)
 
     def peer_lost(self) -> None:
