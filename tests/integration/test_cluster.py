@@ -29,7 +29,7 @@ from netra.media.redundancy import WINDOW_PACKETS
 from netra.services import SERVICES
 
 from .conftest import Peers, Server
-from .peers import TEST_SECRET, Signaling, Viewer, token, wait_for
+from .peers import TEST_SECRET, Publisher, Signaling, Viewer, token, wait_for
 from .whip_clients import WhipPublisher, request
 
 
@@ -114,14 +114,29 @@ async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
         redis.stop()
 
 
-async def watching_on_the_edge(cluster: Cluster) -> Viewer:
+async def streaming_to_the_edge(cluster: Cluster) -> tuple[Publisher, Viewer]:
     """A stream published on the origin, and a viewer of it on the edge, playing."""
     origin, edge = cluster.nodes
-    await (await origin.peers.publisher("show")).join_and_publish()
+    publisher = await origin.peers.publisher("show")
+    await publisher.join_and_publish()
     viewer = await edge.peers.viewer("show")
     await viewer.join()
     await viewer.watch(video=5, audio=5)
-    return viewer
+    return publisher, viewer
+
+
+async def watching_on_the_edge(cluster: Cluster) -> Viewer:
+    return (await streaming_to_the_edge(cluster))[1]
+
+
+async def comes_back_on_the_edge(cluster: Cluster, viewer: Viewer) -> None:
+    """The streamer publishes through the edge, and the edge's viewer plays it."""
+    _, edge = cluster.nodes
+    comeback = await edge.peers.publisher("show", colour=(200, 40, 40))
+    await comeback.join_and_publish()
+    await viewer.signaling.next_message("stream-started", timeout=5)
+    await viewer.watch(video=5, audio=5)
+    assert edge.room("show").streamer.via == "ws"
 
 
 async def test_a_stream_published_on_one_node_plays_to_a_viewer_of_another(
@@ -161,43 +176,26 @@ async def test_a_second_streamer_on_another_node_is_told_the_room_has_one(
 async def test_when_the_origins_streamer_leaves_edge_viewers_hear_the_end_and_play_again_from_a_new_origin(  # noqa: E501
     cluster: Cluster,
 ) -> None:
-    origin, edge = cluster.nodes
-    publisher = await origin.peers.publisher("show")
-    await publisher.join_and_publish()
-    viewer = await edge.peers.viewer("show")
-    await viewer.join()
-    await viewer.watch(video=5, audio=5)
+    publisher, viewer = await streaming_to_the_edge(cluster)
     await publisher.leave()
     ended = await viewer.signaling.next_message("stream-ended", timeout=5)
     assert ended["reason"] in ("streamer-left", "origin-lost"), ended
     # The streamer comes back through the other node: that node is the origin now.
-    comeback = await edge.peers.publisher("show", colour=(200, 40, 40))
-    await comeback.join_and_publish()
-    await viewer.signaling.next_message("stream-started", timeout=5)
-    await viewer.watch(video=5, audio=5)
-    assert edge.room("show").streamer.via == "ws"
+    await comes_back_on_the_edge(cluster, viewer)
 
 
 async def test_a_streamer_publishes_again_on_another_node_once_its_origin_stopped(
     cluster: Cluster,
 ) -> None:
-    origin, edge = cluster.nodes
-    streamer = await origin.peers.publisher("show")
-    await streamer.join_and_publish()
-    viewer = await edge.peers.viewer("show")
-    await viewer.join()
-    await viewer.watch(video=5, audio=5)
+    origin, _ = cluster.nodes
+    streamer, viewer = await streaming_to_the_edge(cluster)
 
     # As a kill -9: its claim would hold the room until it expires (5 s); the edge finds the
     # node neither answers nor ticks, and takes the claim.
     await origin.stop_listening()
     origin.stop_ticking()
     await wait_for(lambda: stopped_ticking(cluster, origin), "the origin's tick gone stale")
-    comeback = await edge.peers.publisher("show", colour=(200, 40, 40))
-    await comeback.join_and_publish()
-    await viewer.signaling.next_message("stream-started", timeout=5)
-    await viewer.watch(video=5, audio=5)
-    assert edge.room("show").streamer.via == "ws"
+    await comes_back_on_the_edge(cluster, viewer)
 
     # It was only stalled: ticking again it finds the claim gone and ends its stream, and its
     # streamer's next offer is refused: one origin.
