@@ -46,6 +46,8 @@ COUNTS = ("packets", "octets", "dropped", "send_failures", "blocked")
 # A video viewer that has had no keyframe this long asks again: Chromium sends keyframes only
 # on request, and a viewer that never got one sends no PLI of its own.
 KEYFRAME_RETRY_SECONDS = 1.0
+# NACKs for packets this node's own socket dropped come within a round trip of the drop.
+BLOCKED_EXCUSE_SECONDS = 1.0
 
 
 class Subscription:
@@ -68,6 +70,7 @@ class Subscription:
         self._sr_sent_at: dict[int, float] = {}
         self._budget = RetransmitBudget()
         self._observed = (0, 0)  # packets sent and sends blocked when redundancy last heard
+        self._blocked_at = float("-inf")  # when a blocked send was last seen
         self._nacked = FirstNacks()
         self._keyframe_retry: asyncio.TimerHandle | None = None
         self.closed = False
@@ -246,13 +249,15 @@ class Subscription:
         the receiver report that comes about once a second), and follow its answer."""
         if self.viewer is None:
             return
-        state = self.viewer.state
+        state, now = self.viewer.state, time.monotonic()
         packets, blocked = int(state.packets), int(state.blocked)
         if blocked != self._observed[1]:
-            lost = 0  # this node's own socket dropped packets: not the link's loss
+            self._blocked_at = now
+        if now - self._blocked_at < BLOCKED_EXCUSE_SECONDS:
+            lost = 0  # this node's own socket dropped packets: the NACKs are not the link's
         sent = packets - self._observed[0]
         self._observed = (packets, blocked)
-        copies = self.redundancy.observe(sent, lost, time.monotonic())
+        copies = self.redundancy.observe(sent, lost, now)
         if state.copies != copies:
             state.copies = copies
 
