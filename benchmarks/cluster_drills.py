@@ -178,13 +178,7 @@ async def hop(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:
 
 async def origin_copies(origin: NetraTarget) -> dict[str, int]:
     """How the origin's subscriptions (the pulls' among them) stand on redundancy."""
-    rooms = await api_rooms(origin)
-    subscriptions = [
-        s
-        for room in rooms["rooms"]
-        for publication in room["publications"]
-        for s in publication["subscriptions"]
-    ]
+    subscriptions = await origin.subscriptions()
     return {
         "subscriptions_in_two_copies": sum(s["copies"] > 1 for s in subscriptions),
         "times_raised": sum(s["copies_raised"] for s in subscriptions),
@@ -267,18 +261,8 @@ async def until_no_pull(edge: NetraTarget, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def api_rooms(node: NetraTarget) -> dict[str, Any]:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            f"{node.url}/api/rooms", headers={"Authorization": f"Bearer {node.admin_token()}"}
-        ) as response:
-            return dict(await response.json())
-
-
 async def edge_pulls(edge: NetraTarget) -> dict[str, Any]:
-    return dict((await api_rooms(edge))["cluster"]["pulls"])
+    return dict((await edge.rooms())["cluster"]["pulls"])
 
 
 async def joiners(args: argparse.Namespace, clip: Clip) -> dict[str, Any]:

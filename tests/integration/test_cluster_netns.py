@@ -8,15 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from netra.bench.clip import load_clip
 from netra.bench.cluster import Audience, Cluster, ClusterOptions, RoamingViewer
 from netra.bench.publisher import SyntheticPublisher
-from netra.bench.target import NetraTarget
 
 from .peers import wait_for
 
@@ -41,15 +38,6 @@ async def publisher(cluster: Cluster) -> AsyncIterator[SyntheticPublisher]:
         yield publisher
     finally:
         await publisher.close()
-
-
-async def subscriptions(node: NetraTarget) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            f"{node.url}/api/rooms", headers={"Authorization": f"Bearer {node.admin_token()}"}
-        ) as response:
-            rooms = (await response.json())["rooms"]
-    return [s for room in rooms for p in room["publications"] for s in p["subscriptions"]]
 
 
 def received(viewer: RoamingViewer, packets: int) -> bool:
@@ -81,7 +69,7 @@ async def test_a_stream_published_on_the_origin_plays_whole_on_both_edges_over_l
             assert counts["a_to_b"]["dropped"] > 0, counts
         # The origin's only subscribers are the two pulls (audio and video each): their NACKs
         # told it the links lose packets, so it sent them two copies of each.
-        pulls = await subscriptions(cluster.origin)
+        pulls = await cluster.origin.subscriptions()
         assert len(pulls) == 4 and all(s["copies_raised"] >= 1 for s in pulls), pulls
     # Without repair at each hop a viewer would miss ~1 % of its video (~10 packets, and each
     # loss a resync to the next keyframe) and of its audio (~3.5); an edge NACKs the origin

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -263,10 +263,6 @@ class NetraTarget:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def admin_token(self) -> str:
-        """For /api/rooms."""
-        return self._token(admin=True)
-
     @property
     def pids(self) -> list[int]:
         return self._pids or [self.pid]
@@ -304,13 +300,22 @@ class NetraTarget:
             quota.close()
         self._quotas, self._pids = [], []
 
-    async def diagnostics(self) -> dict[str, object]:
+    async def rooms(self) -> dict[str, Any]:
+        """What /api/rooms says (an admin's view: rooms, the cluster, the loop's lag)."""
         async with aiohttp.ClientSession() as http:
             async with http.get(
                 f"{self.url}/api/rooms",
                 headers={"Authorization": f"Bearer {self._token(admin=True)}"},
             ) as response:
-                return {"loop_lag": (await response.json())["loop_lag"]}
+                return dict(await response.json())
+
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription this server sends, as /api/rooms lists them."""
+        rooms = (await self.rooms())["rooms"]
+        return [s for room in rooms for p in room["publications"] for s in p["subscriptions"]]
+
+    async def diagnostics(self) -> dict[str, object]:
+        return {"loop_lag": (await self.rooms())["loop_lag"]}
 
     async def _join(self, role: str) -> NetraSession:
         session = await NetraSession.connect(self.url, self.heartbeat)
