@@ -129,6 +129,14 @@ async def watching_on_the_edge(cluster: Cluster) -> Viewer:
     return (await streaming_to_the_edge(cluster))[1]
 
 
+async def second_streamer_refused(node: Node) -> dict[str, Any]:
+    """A second streamer joins the room on `node`: the error it is refused with."""
+    client = await node.peers.signaling()
+    await client.send({"type": "join", "roomId": "show", "role": "streamer",
+                       "token": token("show", publish=True)})  # fmt: skip
+    return await client.next_message("error")
+
+
 async def comes_back_on_the_edge(cluster: Cluster, viewer: Viewer) -> None:
     """The streamer publishes through the edge, and the edge's viewer plays it."""
     _, edge = cluster.nodes
@@ -165,10 +173,7 @@ async def test_a_second_streamer_on_another_node_is_told_the_room_has_one(
 ) -> None:
     origin, edge = cluster.nodes
     await (await origin.peers.publisher("show")).join_and_publish()
-    second = await edge.peers.signaling()
-    await second.send({"type": "join", "roomId": "show", "role": "streamer",
-                       "token": token("show", publish=True)})  # fmt: skip
-    error = await second.next_message("error")
+    error = await second_streamer_refused(edge)
     assert error["code"] == "streamer-exists", error
     assert "origin" in error["message"]
 
@@ -212,10 +217,7 @@ async def test_an_origin_that_ticks_keeps_its_room_though_a_probe_of_it_fails(
     origin, edge = cluster.nodes
     await (await origin.peers.publisher("show")).join_and_publish()
     await origin.stop_listening()  # cut off from the edge, or too slow to answer, but alive
-    second = await edge.peers.signaling()
-    await second.send({"type": "join", "roomId": "show", "role": "streamer",
-                       "token": token("show", publish=True)})  # fmt: skip
-    assert (await second.next_message("error"))["code"] == "streamer-exists"
+    assert (await second_streamer_refused(edge))["code"] == "streamer-exists"
     assert origin.room("show").live
 
 
@@ -420,12 +422,7 @@ async def test_a_pull_sent_in_two_copies_plays_each_packet_once_at_the_edge(
     assert len(wire) > 100
     assert len(set(wire)) == len(wire), "the edge forwarded a second copy"
     # The origin's only subscribers are the pull's two tracks.
-    subscriptions = [
-        subscription
-        for publication in origin.room("show").publications
-        for group in publication._groups.values()
-        for subscription in group.subscriptions
-    ]
+    subscriptions = origin_subscriptions(origin)
     assert len(subscriptions) == 2
     assert all(int(s.viewer.state.copies) == 2 for s in subscriptions)
     assert all(int(s.viewer.state.packets) > 0 for s in subscriptions)
