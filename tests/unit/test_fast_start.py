@@ -75,6 +75,15 @@ def send(publication: Publication, seq: int, payload: bytes) -> None:
     publication._feed.packet(packet)
 
 
+# A keyframe (sequence number 100) and five packets after it: (sequence number, can start).
+PICTURE_GROUP = [(100, True)] + [(seq, False) for seq in range(101, 106)]
+
+
+def send_picture_group(publication: Publication) -> None:
+    for seq, keyframe in PICTURE_GROUP:
+        send(publication, seq, KEYFRAME_START if keyframe else DELTA_START)
+
+
 async def test_a_joiner_after_a_fresh_keyframe_is_replayed_it_without_a_new_request(
     clock: Clock,
 ) -> None:
@@ -82,15 +91,13 @@ async def test_a_joiner_after_a_fresh_keyframe_is_replayed_it_without_a_new_requ
     publication = Publication("video", VP8, receiver)  # type: ignore[arg-type]
     first = FakeSubscription()
     publication.attach(first)  # type: ignore[arg-type]
-    send(publication, 100, KEYFRAME_START)
-    for seq in range(101, 106):
-        send(publication, seq, DELTA_START)
+    send_picture_group(publication)
 
     clock.now += 0.1
     joiner = FakeSubscription()
     publication.attach(joiner)  # type: ignore[arg-type]
 
-    assert joiner.received == [(100, True)] + [(seq, False) for seq in range(101, 106)]
+    assert joiner.received == PICTURE_GROUP
     # Nothing asked of the publisher: the stream's first frame was the keyframe.
     assert publication.stats["keyframe_requests"] == 0
     assert publication.stats["catch_ups"] == 1
@@ -105,15 +112,13 @@ async def test_the_first_viewer_of_a_publication_with_no_viewer_yet_is_replayed_
     origin) for nothing."""
     receiver = FakeReceiver()
     publication = Publication("video", VP8, receiver)  # type: ignore[arg-type]
-    send(publication, 100, KEYFRAME_START)
-    for seq in range(101, 106):
-        send(publication, seq, DELTA_START)
+    send_picture_group(publication)
 
     clock.now += 0.1
     first = FakeSubscription()
     publication.attach(first)  # type: ignore[arg-type]
 
-    assert first.received == [(100, True)] + [(seq, False) for seq in range(101, 106)]
+    assert first.received == PICTURE_GROUP
     assert publication.stats["keyframe_requests"] == 0
     publication.close()
 
