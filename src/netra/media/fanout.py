@@ -104,10 +104,11 @@ class PythonViewer:
         if result == SENT:
             state.packets += 1
             state.octets += len(template) - 12
-            for _ in range(1, state.copies):  # each is lost on its own; SRTP drops the rest
-                self._sender.rtp_rewritten(
-                    template, out_seq, (ts + state.ts_offset) & TS_MASK, state.ssrc
-                )
+            if state.copies > 1:  # a pull's: each is lost on its own; SRTP drops the rest
+                for _ in range(1, state.copies):
+                    self._sender.rtp_rewritten(
+                        template, out_seq, (ts + state.ts_offset) & TS_MASK, state.ssrc
+                    )
         elif result == BLOCKED:
             state.blocked += 1
             events |= EVENT_BLOCKED
