@@ -55,10 +55,10 @@ class Subscription:
         self,
         publication: Publication,
         transceiver: RTCRtpTransceiver,
-        redundancy: Redundancy | None = None,
+        redundancy: Redundancy,
     ) -> None:
         self.publication = publication
-        self.redundancy = redundancy or Redundancy()  # a pull's, shared by its tracks
+        self.redundancy = redundancy  # its peer's, shared by its tracks
         self.kind = publication.kind
         sender: RTCRtpSender = transceiver.sender
         self.ssrc = aiortc_private.sender_ssrc(sender)
